@@ -1,0 +1,206 @@
+"""Evaluation: test-set predictions cached beside the run, metrics, confusion, and a reading
+of the training curves. Only `evaluate_model` and `test_predictions` touch a model."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from . import runs
+from .data import CLASS_NAMES, NUM_CLASSES, Dataset
+
+PREDICTIONS_FILE = "predictions.npz"
+_EPS = 1e-7  # Keras clips probabilities by this before the log in categorical cross-entropy
+
+
+@dataclasses.dataclass(frozen=True)
+class TestPredictions:
+    """Class probabilities for a run's test set, with the true labels."""
+
+    probabilities: np.ndarray  # (N, 10) float32
+    labels: np.ndarray  # (N,) int64
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probabilities.max(axis=1)
+
+    @property
+    def losses(self) -> np.ndarray:
+        """Per-image cross-entropy: high means confidently wrong."""
+        p = self.probabilities[np.arange(len(self.labels)), self.labels]
+        return -np.log(np.clip(p, _EPS, 1.0))
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predicted == self.labels).mean()) if len(self.labels) else float("nan")
+
+
+def predict_test_set(model: Any, x_test: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.asarray(model.predict(x_test, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 256) -> dict[str, Any]:
+    """Predict the test set once: write metrics.json and cache the predictions for browsing."""
+    preds = TestPredictions(predict_test_set(model, data.x_test, batch_size), np.asarray(data.y_test))
+    _save_predictions(run_dir, preds)
+    metrics = {
+        "test_loss": float(preds.losses.mean()),
+        "test_accuracy": preds.accuracy,
+        "num_test_images": int(len(preds.labels)),
+        "evaluated_at": time.time(),
+    }
+    runs.write_metrics(run_dir, metrics)
+    return metrics
+
+
+def _model_stamp(run_dir: Path) -> float:
+    for name in ("model.keras", "checkpoint.keras"):
+        if (run_dir / name).is_file():
+            return (run_dir / name).stat().st_mtime
+    return 0.0
+
+
+def _save_predictions(run_dir: Path, preds: TestPredictions) -> None:
+    tmp = run_dir / f".{PREDICTIONS_FILE}.tmp.npz"
+    np.savez(tmp, probabilities=preds.probabilities, labels=preds.labels,
+             model_stamp=np.float64(_model_stamp(run_dir)))
+    tmp.replace(run_dir / PREDICTIONS_FILE)
+
+
+def load_cached_predictions(run_id: str) -> Optional[TestPredictions]:
+    """The cached predictions if they belong to the run's current model, else None."""
+    path = runs.run_path(run_id) / PREDICTIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if float(f["model_stamp"]) != _model_stamp(path.parent):
+                return None  # the model changed (resumed run): recompute
+            probs, labels = f["probabilities"].astype(np.float32), f["labels"].astype(np.int64)
+    except (OSError, ValueError, KeyError):
+        return None
+    if probs.ndim != 2 or probs.shape[1] != NUM_CLASSES or len(probs) != len(labels):
+        return None
+    return TestPredictions(probs, labels)
+
+
+def test_predictions(run_id: str, model: Any = None, data: Optional[Dataset] = None) -> TestPredictions:
+    """A run's test-set predictions: from the cache beside the run, else computed once and cached."""
+    cached = load_cached_predictions(run_id)
+    if cached is not None:
+        return cached
+    run = runs.load_run(run_id)
+    if run.config is None:
+        raise runs.RunError(f"run {run_id} has no readable config.json ({run.broken})")
+    model = model if model is not None else runs.load_model(run_id)
+    data = data if data is not None else run_test_data(run)
+    preds = TestPredictions(predict_test_set(model, data.x_test), np.asarray(data.y_test))
+    _save_predictions(run.path, preds)
+    return preds
+
+
+def run_test_data(run: runs.Run) -> Dataset:
+    """The exact test images a run was validated on (same source, subset and seed)."""
+    from .training import load_training_data
+
+    return load_training_data(run.config)
+
+
+# --- metrics from predictions (no model needed) ------------------------------------------
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """(10, 10) counts: rows are true classes, columns predicted."""
+    return np.bincount(labels * NUM_CLASSES + predicted, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def per_class_report(cm: np.ndarray) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and support per class. Per-class accuracy is recall: the share of
+    that class's images classified correctly."""
+    rows = []
+    for k, name in enumerate(CLASS_NAMES):
+        tp = int(cm[k, k])
+        predicted, actual = int(cm[:, k].sum()), int(cm[k, :].sum())
+        precision = tp / predicted if predicted else float("nan")
+        recall = tp / actual if actual else float("nan")
+        f1 = 2 * precision * recall / (precision + recall) if predicted and actual and (precision + recall) else float("nan")
+        rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1,
+                     "accuracy": recall, "support": actual})
+    return rows
+
+
+def most_confused(cm: np.ndarray, top: int = 5) -> list[dict[str, Any]]:
+    """The off-diagonal cells with the most images: (true, predicted, count, share of true)."""
+    pairs = []
+    for t in range(NUM_CLASSES):
+        total = int(cm[t].sum())
+        for p in range(NUM_CLASSES):
+            if t != p and cm[t, p] > 0:
+                pairs.append({"true": CLASS_NAMES[t], "predicted": CLASS_NAMES[p], "count": int(cm[t, p]),
+                              "share_of_true": cm[t, p] / total if total else float("nan")})
+    pairs.sort(key=lambda r: r["count"], reverse=True)
+    return pairs[:top]
+
+
+def summarize_history(history: dict[str, list[float]], plateau_tolerance: float = 0.005) -> dict[str, Any]:
+    """Read the curves the way the assignment's observations do.
+
+    Returns best epoch and validation accuracy, the final train-validation accuracy gap (an
+    overfitting signal), and the first epoch after which validation accuracy never improves
+    by more than `plateau_tolerance`.
+    """
+    acc = [a for a in history.get("accuracy", [])]
+    val = [v for v in history.get("val_accuracy", [])]
+    if not val or all(math.isnan(v) for v in val):
+        return {"epochs": len(acc)}
+    clean = [(-1.0 if math.isnan(v) else v) for v in val]
+    best = int(np.argmax(clean))
+    gap = acc[-1] - val[-1] if acc and not math.isnan(acc[-1]) and not math.isnan(val[-1]) else float("nan")
+    plateau = None
+    for i in range(len(clean)):
+        if max(clean[i:]) - clean[i] <= plateau_tolerance and i < len(clean) - 1:
+            plateau = i + 1
+            break
+    val_loss = history.get("val_loss", [])
+    loss_min = int(np.nanargmin(val_loss)) + 1 if val_loss and not all(math.isnan(v) for v in val_loss) else None
+    return {
+        "epochs": len(clean),
+        "best_epoch": best + 1,
+        "best_val_accuracy": clean[best],
+        "final_val_accuracy": val[-1],
+        "final_train_accuracy": acc[-1] if acc else float("nan"),
+        "final_gap": gap,
+        "overfitting": bool(gap == gap and gap > 0.05),
+        "plateau_epoch": plateau,
+        "val_loss_min_epoch": loss_min,
+    }
+
+
+def describe_summary(summary: dict[str, Any]) -> list[str]:
+    """The summary as short sentences for people."""
+    if "best_epoch" not in summary:
+        return ["No completed epoch with validation yet."]
+    lines = [f"Best validation accuracy {summary['best_val_accuracy']:.2%} at epoch {summary['best_epoch']} "
+             f"of {summary['epochs']}."]
+    gap = summary["final_gap"]
+    if gap == gap:
+        verdict = ("training accuracy is well above validation: the model is starting to overfit"
+                   if summary["overfitting"] else
+                   "no sign of overfitting yet" if gap <= 0.02 else "a small generalisation gap")
+        lines.append(f"Final training accuracy {summary['final_train_accuracy']:.2%} vs validation "
+                     f"{summary['final_val_accuracy']:.2%} (gap {gap:+.2%}): {verdict}.")
+    if summary.get("plateau_epoch"):
+        lines.append(f"Validation accuracy plateaus from epoch {summary['plateau_epoch']} "
+                     f"(never more than 0.5 points better afterwards).")
+    elif summary["epochs"] > 1:
+        lines.append("Validation accuracy was still improving at the last epoch: more epochs may help.")
+    if summary.get("val_loss_min_epoch") and summary["val_loss_min_epoch"] < summary["epochs"]:
+        lines.append(f"Validation loss was lowest at epoch {summary['val_loss_min_epoch']} and rose afterwards.")
+    return lines

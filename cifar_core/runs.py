@@ -1,0 +1,328 @@
+"""The run store: one folder per run under artifacts/runs/, written atomically, listed robustly."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import TrainConfig
+from .paths import runs_dir
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+ACTIVE = ("running", "stopping")  # statuses of a run whose trainer is alive
+FINAL = ("completed", "stopped", "failed", "interrupted")
+MIN_FREE_BYTES = 200 * 1024 * 1024  # a run writes ~35 MB per checkpoint; refuse below this
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+# Run ids trained by this process right now; the training module keeps it current.
+LIVE_RUN_IDS: set[str] = set()
+
+
+class RunError(Exception):
+    """A run cannot be created, found or loaded; the message says why."""
+
+
+@dataclasses.dataclass
+class Run:
+    """What a run folder says about itself; `broken` names the reason when it can't be read."""
+
+    run_id: str
+    path: Path
+    status: str = "unknown"
+    config: Optional[TrainConfig] = None
+    history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    metrics: Optional[dict[str, Any]] = None
+    started_at: Optional[float] = None  # seconds since the epoch
+    finished_at: Optional[float] = None
+    error: Optional[str] = None  # the failure message of a failed run
+    broken: Optional[str] = None  # why the folder could not be read
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history.get("loss", []))
+
+    @property
+    def test_accuracy(self) -> Optional[float]:
+        return None if not self.metrics else self.metrics.get("test_accuracy")
+
+    @property
+    def test_loss(self) -> Optional[float]:
+        return None if not self.metrics else self.metrics.get("test_loss")
+
+    @property
+    def duration_seconds(self) -> Optional[float]:
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else time.time()
+        return max(0.0, end - self.started_at)
+
+    @property
+    def model_path(self) -> Optional[Path]:
+        """The final model, else the last epoch's checkpoint, else None."""
+        for name in ("model.keras", "checkpoint.keras"):
+            if (self.path / name).is_file():
+                return self.path / name
+        return None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE
+
+
+# --- paths and ids ------------------------------------------------------------------------
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across processes."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def run_path(run_id: str) -> Path:
+    """The folder of `run_id`, refusing any id that could name a path outside the runs folder."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+        raise RunError(f"invalid run id {run_id!r}: use letters, digits, '-', '_' and '.' only")
+    root = runs_dir()
+    path = (root / run_id).resolve()
+    if path.parent != root:
+        raise RunError(f"run id {run_id!r} escapes the runs folder")
+    return path
+
+
+# --- atomic writes ------------------------------------------------------------------------
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON via a temporary file and a rename, so readers never see half a file."""
+    _write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Save a Keras model atomically: a kill mid-save leaves the previous file (or none)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _finite(values: list[float]) -> list[Optional[float]]:
+    """JSON has no NaN: a diverged epoch is stored as null."""
+    return [v if v == v and abs(v) != float("inf") else None for v in (float(x) for x in values)]
+
+
+def write_history(run_dir: Path, history: dict[str, list[float]]) -> None:
+    """history.json (Keras' history.history keys) and history.csv (one row per epoch)."""
+    clean = {k: _finite(v) for k, v in history.items()}
+    write_json(run_dir / "history.json", clean)
+    keys = [k for k in HISTORY_KEYS if k in clean] + sorted(k for k in clean if k not in HISTORY_KEYS)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for i in range(max((len(v) for v in clean.values()), default=0)):
+        writer.writerow([i + 1, *("" if i >= len(clean[k]) or clean[k][i] is None else clean[k][i] for k in keys)])
+    _write_text(run_dir / "history.csv", buf.getvalue())
+
+
+_status_lock = threading.Lock()  # the trainer and a Stop click may update status.json at once
+
+
+def update_status(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into status.json."""
+    with _status_lock:
+        return _merge_status(run_dir, fields)
+
+
+def _merge_status(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    try:
+        current = _read_json(run_dir / "status.json")
+    except RunError:
+        current = {}  # missing or garbled: rewrite it whole
+    if not isinstance(current, dict):
+        current = {}
+    current.update(fields)
+    write_json(run_dir / "status.json", current)
+    return current
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    write_json(run_dir / "metrics.json", metrics)
+
+
+# --- create, read, list, delete -----------------------------------------------------------
+
+def check_writable(root: Path) -> None:
+    """Fail now, with the reason, rather than lose a run after an hour."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-probe-{os.getpid()}-{secrets.token_hex(2)}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"cannot write to the artifacts folder {root}: {exc.strerror or exc}. "
+                       f"Free it up or set CIFAR_ARTIFACTS_DIR to a writable folder.") from exc
+    free = shutil.disk_usage(root).free
+    if free < MIN_FREE_BYTES:
+        raise RunError(f"only {free // 2**20} MB free in {root}; a run needs at least "
+                       f"{MIN_FREE_BYTES // 2**20} MB for its checkpoints")
+
+
+def create_run(config: TrainConfig, run_id: Optional[str] = None) -> Path:
+    """Make a fresh run folder with config.json and status.json; never reuses a folder."""
+    root = runs_dir()
+    check_writable(root)
+    path = run_path(run_id or new_run_id())
+    try:
+        path.mkdir()
+    except FileExistsError as exc:
+        raise RunError(f"run {path.name} already exists; runs are never overwritten") from exc
+    except OSError as exc:
+        raise RunError(f"cannot create run folder {path}: {exc}") from exc
+    write_json(path / "config.json", config.to_dict())
+    write_json(path / "status.json", {
+        "status": "running", "started_at": time.time(), "pid": os.getpid(),
+        "host": socket.gethostname(), "epochs_done": 0,
+    })
+    return path
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path.name} is missing")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path.name} is not valid JSON ({exc})")
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_run(run_id: str) -> Run:
+    """Read a run folder. An unreadable part marks the run broken with the reason; a missing
+    folder or a bad id raises RunError."""
+    path = run_path(run_id)
+    if not path.is_dir():
+        raise RunError(f"no run {run_id!r} in {runs_dir()}")
+    run = Run(run_id=run_id, path=path)
+    problems = []
+    try:
+        status = _read_json(path / "status.json")
+        if not isinstance(status, dict) or not isinstance(status.get("status"), str):
+            raise RunError("status.json has no status")
+        run.status = status["status"]
+        run.started_at = _number(status.get("started_at"))
+        run.finished_at = _number(status.get("finished_at"))
+        run.error = status.get("error") if isinstance(status.get("error"), str) else None
+        if run.status in ACTIVE and run_id not in LIVE_RUN_IDS:
+            mine = status.get("pid") == os.getpid() and status.get("host") == socket.gethostname()
+            if mine or not _pid_alive(status.get("pid")) or status.get("host") != socket.gethostname():
+                run.status = "interrupted"  # its trainer is gone: killed, crashed or restarted
+    except RunError as exc:
+        problems.append(str(exc))
+    try:
+        run.config = TrainConfig.from_dict(_read_json(path / "config.json"))
+    except (RunError, ValueError, TypeError) as exc:
+        problems.append(f"config.json: {exc}" if not str(exc).startswith("config.json") else str(exc))
+    if (path / "history.json").exists():
+        try:
+            run.history = _parse_history(_read_json(path / "history.json"))
+        except RunError as exc:
+            problems.append(str(exc) if str(exc).startswith("history") else f"history.json: {exc}")
+    if (path / "metrics.json").exists():
+        try:
+            metrics = _read_json(path / "metrics.json")
+            if not isinstance(metrics, dict):
+                raise RunError("metrics.json is not an object")
+            run.metrics = metrics
+        except RunError as exc:
+            problems.append(str(exc))
+    if problems:
+        run.broken = "; ".join(problems)
+    return run
+
+
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _parse_history(raw: Any) -> dict[str, list[float]]:
+    if not isinstance(raw, dict):
+        raise RunError("history.json is not an object of lists")
+    out = {}
+    for key, values in raw.items():
+        if not isinstance(values, list) or not all(v is None or isinstance(v, (int, float)) for v in values):
+            raise RunError(f"history.json: {key!r} is not a list of numbers")
+        out[str(key)] = [float("nan") if v is None else float(v) for v in values]
+    return out
+
+
+def list_runs() -> list[Run]:
+    """All runs, newest first; a broken folder is listed with its reason, never hides the rest."""
+    root = runs_dir()
+    if not root.is_dir():
+        return []
+    runs = []
+    for entry in root.iterdir():
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            runs.append(load_run(entry.name))
+        except RunError as exc:
+            runs.append(Run(run_id=entry.name, path=entry, broken=str(exc)))
+    runs.sort(key=lambda r: (r.started_at or 0.0, r.run_id), reverse=True)
+    return runs
+
+
+def delete_run(run_id: str) -> None:
+    """Remove a run folder; refuses a run that is training right now."""
+    run = load_run(run_id)
+    if run.is_active:
+        raise RunError(f"run {run_id} is still training; stop it before deleting")
+    shutil.rmtree(run.path)
+
+
+def load_model(run_id: str):
+    """Load a run's model (final, else last checkpoint) with Keras safe_mode: no code runs."""
+    run = load_run(run_id)
+    path = run.model_path
+    if path is None:
+        raise RunError(f"run {run_id} has no saved model yet")
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors...
+        raise RunError(f"cannot load {path.name} of run {run_id}: {exc}") from exc
