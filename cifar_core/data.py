@@ -166,6 +166,7 @@ class _BatchUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol-2 pickles carry raw bytes
     }
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
@@ -238,7 +239,7 @@ def load_image_folder(root: Path) -> Dataset:
     The training split is shuffled with a fixed seed (folders are grouped by class); the test
     split keeps the folder order.
     """
-    from PIL import Image
+    from .predict import ImageError, prepare_image
 
     root = Path(root)
     splits = []
@@ -251,13 +252,9 @@ def load_image_folder(root: Path) -> Dataset:
             for f in sorted(folder.iterdir()):
                 if f.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
-                try:
-                    with Image.open(f) as im:
-                        im = im.convert("RGB")
-                        if im.size != INPUT_SHAPE[:2]:
-                            im = im.resize(INPUT_SHAPE[:2], Image.Resampling.BICUBIC)
-                        images.append(np.asarray(im, dtype=np.uint8))
-                except (OSError, ValueError) as exc:
+                try:  # the same decoding as an upload: alpha, 16-bit, palettes, crop to square
+                    images.append(prepare_image(f.read_bytes(), f.name)[1])
+                except (ImageError, OSError) as exc:
                     raise DataError(f"cannot read image {f}: {exc}") from exc
                 labels.append(label)
         if not images:
@@ -330,7 +327,8 @@ def _cache_key(path: Path) -> str:
     p = path.resolve()
     st = p.stat()
     parts = [str(p), str(st.st_size), str(st.st_mtime_ns)]
-    if p.is_dir():
+    if p.is_dir():  # class folders change their mtime when images are added or replaced
+        parts += [f"{c.relative_to(p)}:{c.stat().st_mtime_ns}" for c in sorted(p.glob("*/*")) if c.is_dir()]
         parts += [f"{c.name}:{c.stat().st_mtime_ns}" for c in sorted(p.iterdir())]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 

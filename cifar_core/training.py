@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import socket
 import threading
@@ -127,8 +128,14 @@ def _make_callback(state: JobState, job: "TrainingJob", run_dir: Path, batches_p
             snap_epoch = state.snapshot().epoch  # cheap enough: a few hundred numbers
             remaining = (batches_per_epoch - batch - 1) + (job.config.epochs - snap_epoch) * batches_per_epoch
             eta = remaining * batch_size / rate if rate else None
+            loss = float(logs.get("loss", float("nan")))
+            if not math.isfinite(loss):
+                # Like keras.callbacks.TerminateOnNaN, but at once: TerminateOnNaN only sets
+                # stop_training, so fit would still validate and checkpoint the NaN weights.
+                raise FloatingPointError(f"loss became {loss} at epoch {snap_epoch}, batch {batch + 1}; "
+                                         f"training was terminated (try a lower learning rate)")
             state.add_batch(snap_epoch - 1 + (batch + 1) / batches_per_epoch,
-                            float(logs.get("loss", float("nan"))), float(logs.get("accuracy", float("nan"))))
+                            loss, float(logs.get("accuracy", float("nan"))))
             state.update(batch=batch + 1, images_per_second=rate, eta_seconds=eta)
             if job.stop_requested:
                 raise _StopRequested()
@@ -223,19 +230,14 @@ class TrainingJob:
         initial_epoch = self.state.snapshot().initial_epoch
         self.state.update(status="stopping" if self.stop_requested else "running", batches_per_epoch=batches,
                           message="Training")
-        callbacks = [keras.callbacks.TerminateOnNaN(),
-                     _make_callback(self.state, self, self.run_dir, batches, cfg.batch_size)]
+        callbacks = [_make_callback(self.state, self, self.run_dir, batches, cfg.batch_size)]
         stopped = self.stop_requested
         if not stopped and initial_epoch < cfg.epochs:
             try:
                 model.fit(train_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, validation_data=val_ds,
-                          callbacks=callbacks, verbose=0)
+                          callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles
             except _StopRequested:
                 stopped = True
-        if getattr(model, "stop_training", False) and not stopped:
-            # TerminateOnNaN: the loss diverged; keep the history, refuse to save NaN weights.
-            raise FloatingPointError("loss became NaN or infinite; training was stopped by TerminateOnNaN "
-                                     "(try a lower learning rate)")
         self.state.update(status="stopping" if stopped else "running", message="Saving the model")
         runs.save_model(model, self.run_dir / "model.keras")
         (self.run_dir / "checkpoint.keras").unlink(missing_ok=True)

@@ -1,0 +1,202 @@
+"""The headless CLI: `python -m cifar_core train | resume | evaluate | predict | runs`.
+
+It drives the same job, run folders and evaluation as the dashboard, and prints progress by
+polling the job's state, as the dashboard draws it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence, TextIO
+
+from . import runs, training
+from .config import TrainConfig
+from .data import CLASS_NAMES, DataError, describe_source
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training set (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"Adam step size (default {d.learning_rate})")
+    p.add_argument("--dropout", type=float, default=d.dropout, help=f"rate of every Dropout layer (default {d.dropout})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--data", default=None, help="'keras' (download), 'synthetic', or a local path: "
+                   "cifar-10-python.tar.gz, cifar-10-batches-py/, or an image folder (default: $CIFAR10_DATA or keras)")
+    p.add_argument("--train-subset", type=int, default=None, help="train on this many images only")
+    p.add_argument("--test-subset", type=int, default=None, help="validate/evaluate on this many test images only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cifar_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train the assignment's CNN and save a run")
+    _add_config_options(t)
+    r = sub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
+    r.add_argument("run_id")
+    r.add_argument("--epochs", type=int, default=None, help="new total number of epochs")
+    e = sub.add_parser("evaluate", help="test loss and accuracy of a run, and its first four test images")
+    e.add_argument("run_id", nargs="?", help="default: the newest run with a model")
+    p = sub.add_parser("predict", help="classify image files with a run's model")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--run", dest="run_id", default=None, help="default: the newest run with a model")
+    p.add_argument("--top", type=int, default=3, help="how many classes to show per file")
+    sub.add_parser("runs", help="list runs, newest first")
+    return parser
+
+
+class _Failure(Exception):
+    """An expected error: printed as one line, exit code 1."""
+
+
+def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": _train, "resume": _resume, "evaluate": _evaluate, "predict": _predict,
+                "runs": _list}[args.command](args, out)
+    except (_Failure, runs.RunError, DataError, training.JobBusyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _train(args: argparse.Namespace, out: TextIO) -> int:
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         dropout=args.dropout, seed=args.seed, data=args.data,
+                         train_subset=args.train_subset, test_subset=args.test_subset)
+    print(f"data: {describe_source(config.data)}", file=out)
+    return _follow(training.start_job(config), out)
+
+
+def _resume(args: argparse.Namespace, out: TextIO) -> int:
+    return _follow(training.resume_job(args.run_id, epochs=args.epochs), out)
+
+
+def _follow(job: training.TrainingJob, out: TextIO) -> int:
+    """Print progress until the job ends; Ctrl-C stops it gracefully (the run is kept)."""
+    print(f"run {job.run_id}: {job.run_dir}", file=out)
+    tty = out.isatty()
+    last_line, epochs_printed = "", job.snapshot().initial_epoch
+    try:
+        while job.is_alive:
+            snap = job.snapshot()
+            hist = snap.history
+            while epochs_printed < len(hist.get("loss", [])):
+                i = epochs_printed
+                line = (f"epoch {i + 1}/{snap.epochs}: loss {hist['loss'][i]:.4f} acc {hist['accuracy'][i]:.4f}"
+                        + (f" val_loss {hist['val_loss'][i]:.4f} val_acc {hist['val_accuracy'][i]:.4f}"
+                           if "val_accuracy" in hist and i < len(hist["val_accuracy"]) else ""))
+                print(("\r" if tty else "") + line.ljust(len(last_line)), file=out)
+                epochs_printed += 1
+                last_line = ""
+            line = _progress_line(snap)
+            if tty:
+                print("\r" + line.ljust(len(last_line)), end="", file=out, flush=True)
+            elif line != last_line and snap.batch and snap.batch % max(1, snap.batches_per_epoch // 10) == 0:
+                print(line, file=out, flush=True)  # a log file gets ~10 lines per epoch, not hundreds
+            last_line = line
+            job.join(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping: saving what was learned (Ctrl-C again to abandon)", file=out, flush=True)
+        job.stop()
+        job.join()
+    snap = job.snapshot()
+    if tty:
+        print(file=out)
+    if snap.status == "failed":
+        raise _Failure(f"training failed: {snap.error} (history so far kept in {job.run_dir})")
+    m = snap.metrics or {}
+    print(f"{snap.status}: {len(snap.history.get('loss', []))} epochs in {snap.finished_at - snap.started_at:.0f} s; "
+          f"test loss {m.get('test_loss', float('nan')):.4f}, test accuracy {m.get('test_accuracy', float('nan')):.2%}",
+          file=out)
+    print(f"saved run {job.run_id} in {job.run_dir}", file=out)
+    return 0
+
+
+def _progress_line(snap: training.JobSnapshot) -> str:
+    if snap.status == "preparing" or not snap.batches_per_epoch:
+        return snap.message
+    rate = f"{snap.images_per_second:.0f} img/s" if snap.images_per_second else ""
+    eta = f"ETA {_duration(snap.eta_seconds)}" if snap.eta_seconds is not None else ""
+    loss = f"loss {snap.batch_loss[-1]:.4f} acc {snap.batch_accuracy[-1]:.4f}" if snap.batch_loss else ""
+    return f"epoch {snap.epoch}/{snap.epochs} batch {snap.batch}/{snap.batches_per_epoch} {loss} {rate} {eta}".rstrip()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _newest_with_model() -> str:
+    for run in runs.list_runs():
+        if not run.broken and not run.is_active and run.model_path is not None:
+            return run.run_id
+    raise _Failure("no run with a saved model yet: train one with `python -m cifar_core train`")
+
+
+def _evaluate(args: argparse.Namespace, out: TextIO) -> int:
+    from . import evaluation, predict
+
+    run_id = args.run_id or _newest_with_model()
+    run = runs.load_run(run_id)
+    if run.broken:
+        raise _Failure(f"run {run_id} is broken: {run.broken}")
+    model = runs.load_model(run_id)
+    data = evaluation.run_test_data(run)
+    metrics = evaluation.evaluate_model(model, data, run.path, batch_size=run.config.validation_batch_size)
+    print(f"run {run_id}: test loss {metrics['test_loss']:.4f}, test accuracy {metrics['test_accuracy']:.2%} "
+          f"on {metrics['num_test_images']} images", file=out)
+    print("first four test images:", file=out)
+    for item in predict.first_four(model, data):
+        mark = "right" if item["correct"] else "WRONG"
+        print(f"  #{item['index']}: predicted {item['predicted_name']} ({item['confidence']:.0%}), "
+              f"true {item['true_name']}: {mark}", file=out)
+    return 0
+
+
+def _predict(args: argparse.Namespace, out: TextIO) -> int:
+    from . import predict
+
+    run_id = args.run_id or _newest_with_model()
+    model = runs.load_model(run_id)
+    failures = 0
+    for path in args.files:
+        try:
+            data = _read_upload(path)
+            _, x = predict.prepare_image(data, path.name)
+            probs = predict.predict_proba(model, x)[0]
+        except (predict.ImageError, OSError) as exc:
+            print(f"{path}: error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        tops = ", ".join(f"{name} {p:.1%}" for name, p in predict.top_k(probs, args.top))
+        warn = " (low confidence: maybe none of the ten classes)" if predict.is_low_confidence(probs) else ""
+        print(f"{path}: {tops}{warn}", file=out)
+    return 1 if failures else 0
+
+
+def _read_upload(path: Path) -> bytes:
+    from .predict import MAX_UPLOAD_BYTES, ImageError
+
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(f"cannot read {path.name}: {exc.strerror}") from exc
+    if size > MAX_UPLOAD_BYTES:
+        raise ImageError(f"{path.name} is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+    return path.read_bytes()
+
+
+def _list(args: argparse.Namespace, out: TextIO) -> int:
+    found = runs.list_runs()
+    if not found:
+        print(f"no runs yet in {runs.runs_dir()}", file=out)
+    for run in found:
+        acc = f"{run.test_accuracy:.2%}" if run.test_accuracy is not None else "-"
+        note = f"  BROKEN: {run.broken}" if run.broken else (f"  error: {run.error}" if run.error else "")
+        print(f"{run.run_id}  {run.status:<11} epochs {run.epochs_done:>3}  test acc {acc:>7}{note}", file=out)
+    return 0
