@@ -1,0 +1,176 @@
+"""Plotly figures for the dashboard: training curves, confusion heatmap and probability bars.
+
+Pure functions of plain data (histories, arrays, (name, probability) pairs); no Streamlit, no model.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .data import CLASS_NAMES
+
+METRIC_TITLES = {"loss": "Loss over Epochs", "accuracy": "Accuracy over Epochs"}
+TRAIN_COLOR = "#1f77b4"
+VAL_COLOR = "#ff7f0e"
+HIGHLIGHT_COLOR = "#d62728"
+BAR_COLOR = "#1f77b4"
+# One colour per run in overlays; runs beyond this many reuse colours (line style still differs).
+RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+              "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+CHART_HEIGHT = 340  # pixels; two charts side by side fit a laptop screen
+
+
+def _clean(values: Sequence[Optional[float]]) -> list[Optional[float]]:
+    """NaN and None become gaps (None) so Plotly breaks the line instead of failing."""
+    out = []
+    for v in values:
+        f = None if v is None else float(v)
+        out.append(None if f is None or math.isnan(f) or math.isinf(f) else f)
+    return out
+
+
+def _style(fig: go.Figure, title: str, x_title: str, y_title: str, metric: str, revision: str) -> go.Figure:
+    fig.update_layout(
+        title=title, height=CHART_HEIGHT, margin=dict(l=10, r=10, t=50, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        hovermode="x unified",
+        uirevision=revision,  # keeps zoom and hidden traces when a live chart is redrawn
+    )
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title)
+    if metric == "accuracy":
+        fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    return fig
+
+
+def _no_data(fig: go.Figure, text: str) -> go.Figure:
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                       font=dict(size=14, color="gray"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def epoch_curves(history: Mapping[str, Sequence[float]], metric: str = "loss") -> go.Figure:
+    """Training vs validation `metric` ('loss' or 'accuracy') per epoch, titled e.g. "Loss over Epochs"."""
+    if metric not in METRIC_TITLES:
+        raise ValueError(f"metric must be one of {', '.join(METRIC_TITLES)}, got {metric!r}")
+    fig = go.Figure()
+    series = (("training", history.get(metric, []), TRAIN_COLOR),
+              ("validation", history.get(f"val_{metric}", []), VAL_COLOR))
+    for name, values, color in series:
+        if len(values):
+            fig.add_trace(go.Scatter(
+                x=list(range(1, len(values) + 1)), y=_clean(values), name=name, mode="lines+markers",
+                line=dict(color=color), connectgaps=False,
+            ))
+    _style(fig, METRIC_TITLES[metric], "Epoch", metric, metric, revision=metric)
+    if not fig.data:
+        return _no_data(fig, "No completed epoch yet")
+    fig.update_xaxes(tick0=1, dtick=max(1, len(fig.data[0].x) // 10))
+    return fig
+
+
+def overlay_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metric: str = "loss") -> go.Figure:
+    """Several runs' `metric` per epoch in one chart: one colour per run, validation solid,
+    training dotted."""
+    if metric not in METRIC_TITLES:
+        raise ValueError(f"metric must be one of {', '.join(METRIC_TITLES)}, got {metric!r}")
+    fig = go.Figure()
+    for i, (label, history) in enumerate(histories.items()):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        for key, dash, suffix in ((f"val_{metric}", "solid", "validation"), (metric, "dot", "training")):
+            values = history.get(key, [])
+            if len(values):
+                fig.add_trace(go.Scatter(
+                    x=list(range(1, len(values) + 1)), y=_clean(values), name=f"{label} · {suffix}",
+                    mode="lines+markers", line=dict(color=color, dash=dash), legendgroup=label,
+                ))
+    _style(fig, METRIC_TITLES[metric], "Epoch", metric, metric, revision=f"overlay-{metric}")
+    fig.update_layout(hovermode="closest", legend=dict(orientation="v", y=1.0, x=1.02, xanchor="left",
+                                                      yanchor="top"))
+    if not fig.data:
+        return _no_data(fig, "Choose runs with at least one completed epoch")
+    return fig
+
+
+def batch_curves(steps: Sequence[float], loss: Sequence[float], accuracy: Sequence[float],
+                 title: str = "Running loss and accuracy per batch") -> go.Figure:
+    """The live per-batch running mean of loss (left axis) and accuracy (right axis).
+
+    `steps` are fractional epochs (1.5 = half-way through the second epoch)."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    if len(steps):
+        x = [float(s) for s in steps]
+        fig.add_trace(go.Scatter(x=x, y=_clean(loss), name="loss", mode="lines",
+                                 line=dict(color=TRAIN_COLOR)), secondary_y=False)
+        fig.add_trace(go.Scatter(x=x, y=_clean(accuracy), name="accuracy", mode="lines",
+                                 line=dict(color=VAL_COLOR)), secondary_y=True)
+    fig.update_layout(
+        title=title, height=CHART_HEIGHT, margin=dict(l=10, r=10, t=50, b=10), hovermode="x unified",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0), uirevision="batch",
+    )
+    if not fig.data:
+        return _no_data(fig, "Waiting for the first batch")
+    fig.update_xaxes(title_text="Epoch", rangemode="tozero")
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1], secondary_y=True, showgrid=False)
+    return fig
+
+
+def confusion_heatmap(cm: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
+                      title: str = "Confusion matrix") -> go.Figure:
+    """Rows are true classes, columns predicted. Cells show counts; colour is the share of the
+    row, so classes with fewer test images are read on the same scale."""
+    counts = np.asarray(cm, dtype=np.int64)
+    n = len(class_names)
+    if counts.shape != (n, n):
+        raise ValueError(f"confusion matrix must be {n}x{n}, got shape {counts.shape}")
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=np.float64), where=totals > 0)
+    fig = go.Figure(go.Heatmap(
+        z=shares, x=list(class_names), y=list(class_names), text=counts, texttemplate="%{text}",
+        colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="share of<br>true class", tickformat=".0%"),
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{text} images (%{z:.1%} of true %{y})<extra></extra>",
+    ))
+    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_xaxes(title_text="Predicted class", side="bottom", tickangle=-35)
+    fig.update_yaxes(title_text="True class", autorange="reversed")
+    return fig
+
+
+def top_k_bars(pairs: Sequence[tuple[str, float]], title: str = "Top classes") -> go.Figure:
+    """Horizontal bars of (class name, probability), most probable on top."""
+    names = [name for name, _ in pairs]
+    probs = [float(p) for _, p in pairs]
+    fig = go.Figure(go.Bar(
+        x=probs, y=names, orientation="h", marker_color=BAR_COLOR,
+        text=[f"{p:.1%}" for p in probs], textposition="auto",
+        hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+    ))
+    fig.update_layout(title=title, height=max(180, 60 + 36 * len(pairs)), margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", title_text="probability")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def probability_bars(probabilities: Sequence[float], class_names: Sequence[str] = CLASS_NAMES,
+                     true_label: Optional[int] = None, title: str = "Class probabilities") -> go.Figure:
+    """Every class's probability in class order; the true class (if given) in red."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if probs.shape != (len(class_names),):
+        raise ValueError(f"need {len(class_names)} probabilities, one per class, got shape {probs.shape}")
+    colors = [HIGHLIGHT_COLOR if i == true_label else BAR_COLOR for i in range(len(class_names))]
+    fig = go.Figure(go.Bar(
+        x=probs, y=list(class_names), orientation="h", marker_color=colors,
+        text=[f"{p:.1%}" for p in probs], textposition="auto",
+        hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+    ))
+    fig.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", title_text="probability")
+    fig.update_yaxes(autorange="reversed")
+    return fig
