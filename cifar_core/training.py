@@ -86,6 +86,11 @@ class JobState:
         with self._lock:
             return copy.deepcopy(self._snap)
 
+    def get(self, name: str) -> Any:
+        """One scalar field, without copying the curves (the callback asks every batch)."""
+        with self._lock:
+            return getattr(self._snap, name)
+
     def update(self, **fields: Any) -> None:
         with self._lock:
             for k, v in fields.items():
@@ -116,16 +121,19 @@ def _make_callback(state: JobState, job: "TrainingJob", run_dir: Path, batches_p
         """Publishes progress to `state`, checkpoints each epoch, and honours stop requests."""
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._epoch_start = time.perf_counter()
-            self._batches_seen = 0
+            self._rate_origin = None  # (time, batches) at the first batch's end: skips tracing/warm-up
             state.update(epoch=epoch + 1, batch=0, message=f"Training epoch {epoch + 1}")
 
         def on_train_batch_end(self, batch, logs=None):
             logs = logs or {}
-            self._batches_seen = batch + 1
-            elapsed = time.perf_counter() - self._epoch_start
-            rate = (batch + 1) * batch_size / elapsed if elapsed > 0 else None
-            snap_epoch = state.snapshot().epoch  # cheap enough: a few hundred numbers
+            now = time.perf_counter()
+            if self._rate_origin is None:
+                self._rate_origin = (now, batch + 1)
+                rate = state.get("images_per_second")  # the previous epoch's, if any
+            else:
+                t0, b0 = self._rate_origin
+                rate = (batch + 1 - b0) * batch_size / (now - t0) if now > t0 else None
+            snap_epoch = state.get("epoch")
             remaining = (batches_per_epoch - batch - 1) + (job.config.epochs - snap_epoch) * batches_per_epoch
             eta = remaining * batch_size / rate if rate else None
             loss = float(logs.get("loss", float("nan")))
