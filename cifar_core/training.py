@@ -287,10 +287,10 @@ def make_tf_dataset(x, y, batch_size: int, shuffle_seed: Optional[int] = None):
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(
-        lambda a, b: (tf.cast(a, tf.float32), tf.one_hot(b, NUM_CLASSES)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    def to_model_batch(images, labels):
+        return tf.cast(images, tf.float32), tf.one_hot(labels, NUM_CLASSES)
+
+    ds = ds.batch(batch_size).map(to_model_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
