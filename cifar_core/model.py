@@ -15,20 +15,28 @@ def build_model(config: TrainConfig = TrainConfig()):
     import keras
     from keras import layers
 
-    def conv(filters: int) -> layers.Layer:
-        return layers.Conv2D(filters, (3, 3), padding="same", activation="relu")
+    # Every layer is named here: Keras' automatic names come from process-wide counters, which
+    # another thread's keras.backend.clear_session() (Streamlit calls it after each rerun) can
+    # reset while the training thread builds the model, giving "unique names" errors.
+    def conv(filters: int, name: str) -> layers.Layer:
+        return layers.Conv2D(filters, (3, 3), padding="same", activation="relu", name=name)
 
-    stack = [keras.Input(shape=INPUT_SHAPE), layers.Rescaling(1.0 / 255)]
-    for filters in (32, 64, 128):
-        stack += [conv(filters), layers.Dropout(config.dropout), conv(filters), layers.MaxPooling2D((2, 2))]
+    stack = [keras.Input(shape=INPUT_SHAPE, name="pixels"), layers.Rescaling(1.0 / 255, name="rescale")]
+    for block, filters in enumerate((32, 64, 128), start=1):
+        stack += [
+            conv(filters, f"block{block}_conv1"),
+            layers.Dropout(config.dropout, name=f"block{block}_dropout"),
+            conv(filters, f"block{block}_conv2"),
+            layers.MaxPooling2D((2, 2), name=f"block{block}_pool"),
+        ]
     stack += [
-        layers.Flatten(),
-        layers.Dropout(config.dropout),
-        layers.Dense(1024, activation="relu"),
-        layers.Dropout(config.dropout),
-        layers.Dense(512, activation="relu"),
-        layers.Dropout(config.dropout),
-        layers.Dense(NUM_CLASSES, activation="softmax"),
+        layers.Flatten(name="flatten"),
+        layers.Dropout(config.dropout, name="flatten_dropout"),
+        layers.Dense(1024, activation="relu", name="dense1024"),
+        layers.Dropout(config.dropout, name="dense1024_dropout"),
+        layers.Dense(512, activation="relu", name="dense512"),
+        layers.Dropout(config.dropout, name="dense512_dropout"),
+        layers.Dense(NUM_CLASSES, activation="softmax", name="classes"),
     ]
     model = keras.Sequential(stack, name="cifar10_cnn")
     model.compile(

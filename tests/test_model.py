@@ -1,5 +1,6 @@
 """The assignment's network, pinned: layer order, parameter count, output, compile settings."""
 import numpy as np
+import pytest
 
 from cifar_core.config import TrainConfig
 from cifar_core.model import ASSIGNMENT_PARAMS, build_model
@@ -43,3 +44,26 @@ def test_takes_raw_uint8_pixels_and_outputs_probabilities():
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     # Rescaling is inside the model: raw 0..255 values, not pre-scaled ones, are the contract.
     assert np.isclose(model.layers[0].scale, 1 / 255)
+
+
+@pytest.mark.slow
+def test_builds_while_another_thread_clears_the_keras_session():
+    """Streamlit calls keras.backend.clear_session() after every rerun, from its own threads."""
+    import threading
+
+    import keras
+
+    done = threading.Event()
+
+    def clear_repeatedly():
+        while not done.wait(0.005):
+            keras.backend.clear_session()
+
+    clearer = threading.Thread(target=clear_repeatedly)
+    clearer.start()
+    try:
+        for _ in range(2):
+            assert len(build_model(TrainConfig()).layers) == len(EXPECTED_LAYERS)
+    finally:
+        done.set()
+        clearer.join()
