@@ -91,11 +91,27 @@ def overlay_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metri
                     mode="lines+markers", line=dict(color=color, dash=dash), legendgroup=label,
                 ))
     _style(fig, METRIC_TITLES[metric], "Epoch", metric, metric, revision=f"overlay-{metric}")
-    fig.update_layout(hovermode="closest", legend=dict(orientation="v", y=1.0, x=1.02, xanchor="left",
-                                                      yanchor="top"))
+    fig.update_layout(hovermode="closest", height=CHART_HEIGHT + 40 + 20 * len(histories),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0))
     if not fig.data:
         return _no_data(fig, "Choose runs with at least one completed epoch")
     return fig
+
+
+def _break_at_epochs(x: list[float], *ys: list[Optional[float]]) -> tuple[list, ...]:
+    """Insert a gap between epochs: the running means restart each epoch, and a line joining
+    one epoch's last value to the next epoch's first would draw a jump that never happened."""
+    out_x: list[Optional[float]] = []
+    out_ys: list[list[Optional[float]]] = [[] for _ in ys]
+    for i, step in enumerate(x):
+        if i and math.ceil(step) > math.ceil(x[i - 1]):
+            out_x.append(None)
+            for out in out_ys:
+                out.append(None)
+        out_x.append(step)
+        for out, y in zip(out_ys, ys):
+            out.append(y[i])
+    return (out_x, *out_ys)
 
 
 def batch_curves(steps: Sequence[float], loss: Sequence[float], accuracy: Sequence[float],
@@ -105,20 +121,21 @@ def batch_curves(steps: Sequence[float], loss: Sequence[float], accuracy: Sequen
     `steps` are fractional epochs (1.5 = half-way through the second epoch)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     if len(steps):
-        x = [float(s) for s in steps]
-        fig.add_trace(go.Scatter(x=x, y=_clean(loss), name="loss", mode="lines",
+        x, y_loss, y_acc = _break_at_epochs([float(s) for s in steps], _clean(loss), _clean(accuracy))
+        fig.add_trace(go.Scatter(x=x, y=y_loss, name="loss", mode="lines",
                                  line=dict(color=TRAIN_COLOR)), secondary_y=False)
-        fig.add_trace(go.Scatter(x=x, y=_clean(accuracy), name="accuracy", mode="lines",
+        fig.add_trace(go.Scatter(x=x, y=y_acc, name="accuracy", mode="lines",
                                  line=dict(color=VAL_COLOR)), secondary_y=True)
     fig.update_layout(
-        title=title, height=CHART_HEIGHT, margin=dict(l=10, r=10, t=50, b=10), hovermode="x unified",
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0), uirevision="batch",
+        title=title, height=CHART_HEIGHT, margin=dict(l=10, r=10, t=60, b=10), hovermode="x unified",
+        legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1.0), uirevision="batch",
     )
     if not fig.data:
         return _no_data(fig, "Waiting for the first batch")
     fig.update_xaxes(title_text="Epoch", rangemode="tozero")
     fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1], secondary_y=True, showgrid=False)
+    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1], tickmode="linear", tick0=0, dtick=0.2,
+                     secondary_y=True, showgrid=False)
     return fig
 
 

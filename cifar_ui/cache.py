@@ -1,0 +1,91 @@
+"""Cached loading for the pages: a run's model (per run and model file), its test images, its
+test-set predictions, and the explanation of an upload. Nothing here is the model being trained."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from cifar_core import evaluation, predict, runs
+from cifar_core.data import DataError, Dataset
+from cifar_core.evaluation import TestPredictions
+
+# What loading a run's model, data or predictions can raise; pages show these as st.error.
+LOAD_ERRORS = (runs.RunError, DataError, OSError)
+
+
+def model_stamp(run: runs.Run) -> int:
+    """Changes whenever the run's model file is replaced (a new checkpoint, a resumed run)."""
+    path = run.model_path
+    if path is None:
+        raise runs.RunError(f"run {run.run_id} has no saved model yet")
+    return path.stat().st_mtime_ns
+
+
+def _usable(run: runs.Run) -> None:
+    if run.broken:
+        raise runs.RunError(f"run {run.run_id} is broken ({run.broken}); its model is not loaded")
+    if run.config is None:
+        raise runs.RunError(f"run {run.run_id} has no readable config.json")
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
+def _model(run_id: str, stamp: int) -> Any:
+    return runs.load_model(run_id)  # Keras safe_mode: a model file cannot run code
+
+
+def model_for(run: runs.Run) -> Any:
+    """The run's saved model, loaded once per run and model file."""
+    _usable(run)
+    return _model(run.run_id, model_stamp(run))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the test images…")
+def _test_data(run_id: str, config_json: str) -> Dataset:
+    return evaluation.run_test_data(runs.load_run(run_id))
+
+
+def test_data_for(run: runs.Run) -> Dataset:
+    """The exact test images the run was validated on (shared, read-only)."""
+    _usable(run)
+    return _test_data(run.run_id, run.config.to_json())
+
+
+@st.cache_data(max_entries=8, show_spinner="Predicting the test set (once per model)…")
+def _predictions(run_id: str, stamp: int, config_json: str) -> TestPredictions:
+    cached = evaluation.load_cached_predictions(run_id)
+    if cached is not None:  # the usual case: training cached them; no model, no TensorFlow
+        return cached
+    return evaluation.test_predictions(run_id, model=_model(run_id, stamp),
+                                       data=_test_data(run_id, config_json))
+
+
+def predictions_for(run: runs.Run) -> tuple[TestPredictions, Dataset]:
+    """The run's test-set predictions and the images they belong to."""
+    _usable(run)
+    preds = _predictions(run.run_id, model_stamp(run), run.config.to_json())
+    data = test_data_for(run)
+    if not np.array_equal(preds.labels, data.y_test):
+        raise runs.RunError(f"the cached predictions of run {run.run_id} do not match its test set "
+                            f"(was the data source changed?); delete predictions.npz in the run folder")
+    return preds, data
+
+
+@st.cache_data(max_entries=64, show_spinner="Classifying…")
+def _explain(run_id: str, stamp: int, data: bytes, name: str) -> dict[str, Any]:
+    original, small = predict.prepare_image(data, name)  # ImageError for a bad upload
+    model = _model(run_id, stamp)
+    probabilities = predict.predict_proba(model, small)[0]
+    heat = predict.occlusion_map(model, small)
+    return {"original": original, "small": small, "probabilities": probabilities, "heat": heat}
+
+
+def explain_upload(run: runs.Run, data: bytes, name: str) -> dict[str, Any]:
+    """An upload's full picture, the 32x32 input, class probabilities and occlusion heatmap.
+
+    Raises:
+      predict.ImageError: the upload is not a usable image (the message says why).
+    """
+    _usable(run)
+    return _explain(run.run_id, model_stamp(run), data, name)

@@ -1,0 +1,98 @@
+"""Formatting for people: percentages, durations, times, config summaries and the runs table."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from cifar_core.config import TrainConfig
+from cifar_core.runs import Run
+
+DASH = "—"  # shown where a value does not exist yet
+STATUS_COLORS = {
+    "preparing": "blue", "running": "blue", "stopping": "orange", "completed": "green",
+    "stopped": "orange", "interrupted": "orange", "failed": "red", "unknown": "gray",
+}
+
+
+def _missing(x: Optional[float]) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def pct(x: Optional[float], digits: int = 1) -> str:
+    return DASH if _missing(x) else f"{x:.{digits}%}"
+
+
+def number(x: Optional[float], digits: int = 4) -> str:
+    return DASH if _missing(x) else f"{x:.{digits}f}"
+
+
+def duration(seconds: Optional[float]) -> str:
+    """'1h 02m', '3m 05s', '12s'."""
+    if _missing(seconds):
+        return DASH
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def elapsed(started_at: Optional[float], finished_at: Optional[float]) -> Optional[float]:
+    """Seconds from start to finish; None until both are known."""
+    if _missing(started_at) or _missing(finished_at):
+        return None
+    return max(0.0, finished_at - started_at)
+
+
+def when(timestamp: Optional[float]) -> str:
+    if _missing(timestamp):
+        return DASH
+    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def config_summary(config: Optional[TrainConfig]) -> str:
+    if config is None:
+        return DASH
+    parts = [f"{config.epochs} epochs", f"batch {config.batch_size}", f"lr {config.learning_rate:g}",
+             f"dropout {config.dropout:g}", f"seed {config.seed}", config.data or "default data"]
+    if config.train_subset or config.test_subset:
+        parts.append(f"subset {config.train_subset or 'all'}/{config.test_subset or 'all'}")
+    return " · ".join(parts)
+
+
+def status_badge(status: str) -> str:
+    """Streamlit markdown: the status in its colour."""
+    return f":{STATUS_COLORS.get(status, 'gray')}[**{status}**]"
+
+
+def run_label(run: Run) -> str:
+    """One line for pickers: id, status, test accuracy."""
+    extra = f" · test acc {pct(run.test_accuracy)}" if run.test_accuracy is not None else ""
+    return f"{run.run_id} · {run.status}{extra}"
+
+
+def epochs_text(run: Run) -> str:
+    total = run.config.epochs if run.config else None
+    return f"{run.epochs_done}/{total}" if total else str(run.epochs_done)
+
+
+def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """The runs table: one row per run, broken ones with their reason."""
+    rows = []
+    for r in runs:
+        rows.append({
+            "run": r.run_id,
+            "started": dt.datetime.fromtimestamp(r.started_at) if r.started_at else None,
+            "status": "broken" if r.broken else r.status,
+            "epochs": epochs_text(r),
+            "test accuracy": r.test_accuracy,
+            "duration": duration(r.duration_seconds),
+            "config": config_summary(r.config),
+            "problem": r.broken or r.error or "",
+        })
+    columns = ["run", "started", "status", "epochs", "test accuracy", "duration", "config", "problem"]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,117 @@
+"""Widgets every page repeats: the run picker, helpful empty states, job progress, images."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from cifar_core import runs, training
+from cifar_core.training import JobSnapshot, TrainingJob
+
+from . import fmt, nav
+
+RUN_STATE_KEY = "cifar_selected_run"  # the run chosen last, shared by every page of a session
+TILE_PIXELS = 160  # 32x32 images are shown 5x larger, pixel for pixel
+
+
+def empty_state(message: str) -> None:
+    """Say what to do next, with a link to Train, instead of an error."""
+    st.info(message, icon=":material/lightbulb:")
+    st.page_link(nav.TRAIN.path, label="Go to Train", icon=nav.TRAIN.icon)
+
+
+def model_runs(all_runs: Sequence[runs.Run]) -> list[runs.Run]:
+    """Runs whose model can be loaded: readable, with a saved model or checkpoint."""
+    return [r for r in all_runs if not r.broken and r.config is not None and r.model_path is not None]
+
+
+def report_broken(all_runs: Sequence[runs.Run]) -> None:
+    """Broken runs are never offered for loading, but the user should know they exist."""
+    broken = [r for r in all_runs if r.broken]
+    if broken:
+        with st.expander(f"{len(broken)} run(s) could not be read and are not offered", icon=":material/warning:"):
+            for r in broken:
+                st.markdown(f"- `{r.run_id}`: {r.broken}")
+            st.page_link(nav.RUNS.path, label="Manage runs", icon=nav.RUNS.icon)
+
+
+def pick_run(candidates: Sequence[runs.Run], label: str = "Run", state_key: str = RUN_STATE_KEY) -> runs.Run:
+    """A selectbox of runs (newest first) that remembers the last choice across pages."""
+    ids = [r.run_id for r in candidates]
+    labels = {r.run_id: fmt.run_label(r) for r in candidates}
+    remembered = st.session_state.get(state_key)
+    choice = st.selectbox(label, ids, index=ids.index(remembered) if remembered in ids else 0,
+                          format_func=labels.get)
+    st.session_state[state_key] = choice
+    return candidates[ids.index(choice)]
+
+
+def visible_job() -> Optional[TrainingJob]:
+    """This server's job, if its run belongs to the artifacts folder in use and still exists."""
+    job = training.current_job()
+    if job is None:
+        return None
+    try:
+        same_store = runs.run_path(job.run_id) == job.run_dir
+    except runs.RunError:
+        return None
+    return job if job.is_alive or (same_store and job.run_dir.is_dir()) else None
+
+
+def progress_text(snap: JobSnapshot) -> str:
+    parts = [f"Epoch {snap.epoch}/{snap.epochs}"]
+    if snap.batches_per_epoch:
+        parts.append(f"batch {snap.batch}/{snap.batches_per_epoch}")
+    if snap.images_per_second:
+        parts.append(f"{snap.images_per_second:,.0f} images/s")
+    if snap.eta_seconds is not None and snap.is_active:
+        parts.append(f"ETA {fmt.duration(snap.eta_seconds)}")
+    return " · ".join(parts)
+
+
+def job_progress(snap: JobSnapshot) -> None:
+    """Status line and progress bar of a job."""
+    st.markdown(f"Run `{snap.run_id}` {fmt.status_badge(snap.status)} — {snap.message}")
+    if snap.is_active:
+        st.progress(snap.progress, text=progress_text(snap))
+
+
+def upscale(image: np.ndarray | Image.Image, pixels: int = TILE_PIXELS) -> Image.Image:
+    """A small image made big enough to see, each pixel a crisp square (NEAREST)."""
+    im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    return im.resize((pixels, pixels), Image.Resampling.NEAREST)
+
+
+def fit(image: Image.Image, pixels: int = 256) -> Image.Image:
+    """A copy no larger than pixels x pixels, aspect kept (uploads may be huge)."""
+    im = image.copy()
+    im.thumbnail((pixels, pixels))
+    return im
+
+
+RESUMABLE = ("stopped", "interrupted", "completed")  # completed runs can be extended by more epochs
+
+
+def resumable_runs(all_runs: Sequence[runs.Run]) -> list[runs.Run]:
+    """Runs a job can continue: finished or cut short, readable, with a saved model."""
+    return [r for r in model_runs(all_runs) if r.status in RESUMABLE]
+
+
+# Files a user may download from a run folder: (label, file name, MIME type).
+DOWNLOADABLE = (
+    ("Model (.keras)", "model.keras", "application/zip"),
+    ("Checkpoint (.keras)", "checkpoint.keras", "application/zip"),
+    ("History (CSV)", "history.csv", "text/csv"),
+    ("History (JSON)", "history.json", "application/json"),
+)
+
+
+def run_downloads(run: runs.Run) -> list[tuple[str, Path, str]]:
+    """(label, path, MIME type) of the run's files that exist; the checkpoint only without a model."""
+    found = [(label, run.path / name, mime) for label, name, mime in DOWNLOADABLE if (run.path / name).is_file()]
+    if any(path.name == "model.keras" for _, path, _ in found):
+        found = [f for f in found if f[1].name != "checkpoint.keras"]
+    return found

@@ -1,0 +1,84 @@
+"""Browse: a run's test-set predictions as an image grid with filters, ordering and pages;
+pick an image to see every class's probability. Worst mistakes come first by default."""
+import streamlit as st
+
+from cifar_core import charts, runs
+from cifar_core.data import CLASS_NAMES
+from cifar_ui import cache, fmt, gallery, nav, widgets
+
+nav.require_entry(nav.BROWSE)
+
+GRID_COLUMNS = 6
+TILE_PIXELS = 128  # grid thumbnails; the selected image is shown larger
+SELECTED_KEY = "browse_selected_index"
+
+st.title("Browse")
+all_runs = runs.list_runs()
+candidates = widgets.model_runs(all_runs)
+if not candidates:
+    widgets.empty_state("No run has a saved model yet. Train one, then browse its test-set predictions here.")
+    widgets.report_broken(all_runs)
+    st.stop()
+
+run = widgets.pick_run(candidates)
+widgets.report_broken(all_runs)
+try:
+    preds, data = cache.predictions_for(run)
+except cache.LOAD_ERRORS as exc:
+    st.error(f"Cannot load the predictions of run {run.run_id}: {exc}", icon=":material/error:")
+    st.stop()
+
+
+def class_option(i):
+    return "All" if i is None else CLASS_NAMES[i]
+
+
+classes = [None, *range(len(CLASS_NAMES))]
+f1, f2, f3, f4 = st.columns([1, 1, 1.4, 1.4])
+true_label = f1.selectbox("True class", classes, format_func=class_option)
+predicted_label = f2.selectbox("Predicted class", classes, format_func=class_option)
+outcome = f3.radio("Show", list(gallery.OUTCOMES), format_func=gallery.OUTCOMES.get, horizontal=True)
+order = f4.selectbox("Order", list(gallery.SORTS), format_func=gallery.SORTS.get)
+
+indices = gallery.select(preds, true_label, predicted_label, outcome, order)
+if len(indices) == 0:
+    st.info("No test image matches these filters.", icon=":material/filter_alt_off:")
+    st.stop()
+
+p1, p2 = st.columns([2, 3], vertical_alignment="center")
+with p1:
+    page = st.pagination(gallery.num_pages(len(indices)))  # back to page 1 when the filters change the count
+first, last = gallery.page_span(len(indices), page)
+p2.caption(f"Images {first}–{last} of {len(indices):,} matching ({len(preds.labels):,} test images).")
+shown = gallery.page_of(indices, page)
+
+
+def select_image(index: int) -> None:
+    st.session_state[SELECTED_KEY] = index
+
+
+grid_col, detail_col = st.columns([3, 1], gap="large")
+with grid_col:
+    for start in range(0, len(shown), GRID_COLUMNS):
+        for col, i in zip(st.columns(GRID_COLUMNS), shown[start:start + GRID_COLUMNS]):
+            t = gallery.tile(preds, data, int(i))
+            with col:
+                st.image(widgets.upscale(t["image"], TILE_PIXELS), caption=f"#{t['index']}")
+                # The button right under the image keeps a row's buttons aligned however the text wraps.
+                st.button("Inspect", key=f"inspect-{t['index']}", on_click=select_image, args=(t["index"],),
+                          width="stretch")
+                colour = "green" if t["correct"] else "red"
+                st.markdown(f"{t['true_name']} → :{colour}[**{t['predicted_name']}**] {fmt.pct(t['confidence'], 0)}")
+
+with detail_col:
+    selected = st.session_state.get(SELECTED_KEY)
+    if selected is None or not 0 <= selected < len(preds.labels):
+        selected = int(shown[0])
+    t = gallery.tile(preds, data, selected)
+    st.subheader(f"Test image #{t['index']}")
+    st.image(widgets.upscale(t["image"], 224))
+    verdict = ":green[**right**]" if t["correct"] else ":red[**wrong**]"
+    st.markdown(f"True **{t['true_name']}**, predicted **{t['predicted_name']}** "
+                f"({fmt.pct(t['confidence'])}) — {verdict}  \nLoss {t['loss']:.3f}")
+    st.plotly_chart(charts.probability_bars(t["probabilities"], true_label=t["true_label"],
+                                            title="Probabilities (true class in red)"))

@@ -1,0 +1,78 @@
+"""Evaluate: a run's test loss and accuracy, confusion matrix, per-class scores, most confused
+pairs, and the first four test images with their predictions (the assignment's step 4)."""
+import pandas as pd
+import streamlit as st
+
+from cifar_core import charts, evaluation, runs
+from cifar_ui import cache, fmt, gallery, nav, widgets
+
+nav.require_entry(nav.EVALUATE)
+
+TOP_CONFUSED = 5  # class pairs listed
+FIRST_N = 4  # the assignment's step 4 shows the first four test images
+
+st.title("Evaluate")
+all_runs = runs.list_runs()
+candidates = widgets.model_runs(all_runs)
+if not candidates:
+    widgets.empty_state("No run has a saved model yet. Train one, then come back here to evaluate it.")
+    widgets.report_broken(all_runs)
+    st.stop()
+
+run = widgets.pick_run(candidates)
+widgets.report_broken(all_runs)
+if run.is_active:
+    st.caption("This run is still training: these results are from its latest checkpoint.")
+try:
+    preds, data = cache.predictions_for(run)
+except cache.LOAD_ERRORS as exc:
+    st.error(f"Cannot evaluate run {run.run_id}: {exc}", icon=":material/error:")
+    st.stop()
+
+score = gallery.scores(preds)
+cols = st.columns(4)
+cols[0].metric("Test accuracy", fmt.pct(score["test_accuracy"]))
+cols[1].metric("Test loss", fmt.number(score["test_loss"]))
+cols[2].metric("Test images", f"{score['num_test_images']:,}")
+cols[3].metric("Epochs trained", fmt.epochs_text(run))
+
+st.subheader(f"First {FIRST_N} test images")
+tiles = st.columns(FIRST_N)
+for col, t in zip(tiles, gallery.first_tiles(preds, data, FIRST_N)):
+    with col:
+        st.image(widgets.upscale(t["image"]), caption=f"test image #{t['index']}")
+        verdict = ":green[**right**]" if t["correct"] else ":red[**wrong**]"
+        st.markdown(f"Predicted **{t['predicted_name']}** ({fmt.pct(t['confidence'])})  \n"
+                    f"True **{t['true_name']}** — {verdict}")
+
+cm = evaluation.confusion_matrix(preds.labels, preds.predicted)
+left, right = st.columns(2, gap="large")
+with left:
+    st.plotly_chart(charts.confusion_heatmap(cm))
+with right:
+    st.subheader("Per class")
+    st.dataframe(
+        pd.DataFrame(evaluation.per_class_report(cm)), hide_index=True,
+        column_config={k: st.column_config.NumberColumn(format="percent")
+                       for k in ("precision", "recall", "f1", "accuracy")},
+    )
+    st.caption("Accuracy of a class is its recall: the share of its test images classified correctly.")
+    st.subheader("Most confused")
+    confused = evaluation.most_confused(cm, TOP_CONFUSED)
+    if confused:
+        st.dataframe(pd.DataFrame(confused), hide_index=True,
+                     column_config={"share_of_true": st.column_config.NumberColumn("share of true class",
+                                                                                   format="percent")})
+        st.page_link(nav.BROWSE.path, label="See the mistakes", icon=nav.BROWSE.icon)
+    else:
+        st.caption("No test image was misclassified.")
+
+st.subheader("Training curves")
+if run.history:
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.epoch_curves(run.history, "loss"))
+    c2.plotly_chart(charts.epoch_curves(run.history, "accuracy"))
+    st.markdown("\n".join(f"- {line}" for line in
+                          evaluation.describe_summary(evaluation.summarize_history(run.history))))
+else:
+    st.caption("This run has no recorded epochs.")

@@ -1,0 +1,68 @@
+"""Home: what the app does, the data source in use, the current job, the latest runs, links."""
+import streamlit as st
+
+from cifar_core import data, runs
+from cifar_ui import fmt, nav, widgets
+
+nav.require_entry(nav.HOME)
+
+LATEST_RUNS = 5  # rows in the "latest runs" table
+
+st.title("CIFAR-10 Lab")
+st.markdown(
+    "Train the assignment's convolutional network on **CIFAR-10** (60,000 32×32 colour images of ten "
+    "classes), watch it learn live, evaluate it on the test set, and ask it about your own pictures. "
+    "Runs are kept on disk, so you can compare, download, resume or delete them later."
+)
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.subheader("Data source")
+    st.markdown(f"In use: `{data.resolve_source()}` — {data.describe_source()}")
+    with st.expander("How to change it"):
+        st.markdown(
+            f"- For one run: pick a source in the **Train** form.\n"
+            f"- For the whole app: set `{data.DATA_ENV}` before starting it, e.g. "
+            f"`{data.DATA_ENV}=synthetic streamlit run dashboard.py`.\n"
+            f"- Values: `keras` (the official download, the default; needs internet once), "
+            f"`synthetic` (a built-in demo set, no download, trains in seconds), or a path to "
+            f"`cifar-10-python.tar.gz`, an extracted `cifar-10-batches-py` folder, or an image folder "
+            f"`<root>/train|test/<class>/*.png`."
+        )
+
+    st.subheader("Current job")
+    job = widgets.visible_job()
+    active = job is not None and job.snapshot().is_active
+
+    @st.fragment(run_every=2.0 if active else None)
+    def job_status() -> None:
+        if job is None:
+            st.caption("No training job since the server started; past runs are listed below.")
+        else:
+            snap = job.snapshot()
+            widgets.job_progress(snap)
+            if active and not snap.is_active:
+                st.rerun(scope="app")  # finished: refresh the runs table too, and stop polling
+        st.page_link(nav.TRAIN.path, label="Open Train", icon=nav.TRAIN.icon)
+
+    job_status()
+
+    st.subheader("Latest runs")
+    all_runs = runs.list_runs()
+    if not all_runs:
+        widgets.empty_state("No runs yet. Train one: a quick run on the synthetic data takes seconds.")
+    else:
+        st.dataframe(
+            fmt.runs_frame(all_runs[:LATEST_RUNS])[["run", "started", "status", "epochs", "test accuracy"]],
+            hide_index=True,
+            column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
+                           "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
+        )
+        if len(all_runs) > LATEST_RUNS:
+            st.caption(f"{len(all_runs) - LATEST_RUNS} older run(s) on the Runs page.")
+
+with right:
+    st.subheader("Pages")
+    for page in nav.PAGES[1:]:
+        st.page_link(page.path, label=page.title, icon=page.icon)
+        st.caption(page.blurb)

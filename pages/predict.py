@@ -1,0 +1,60 @@
+"""Predict: classify uploaded pictures with a run's model, show what the model sees, its top
+classes, and an occlusion heatmap of where it looked. A bad file gets its own error."""
+import streamlit as st
+
+from cifar_core import charts, predict, runs
+from cifar_ui import cache, fmt, nav, widgets
+
+nav.require_entry(nav.PREDICT)
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
+SHOW_PIXELS = 256  # side of every picture in a result row
+
+st.title("Predict")
+all_runs = runs.list_runs()
+candidates = widgets.model_runs(all_runs)
+if not candidates:
+    widgets.empty_state("No run has a saved model yet. Train one, then upload pictures here.")
+    widgets.report_broken(all_runs)
+    st.stop()
+
+left, right = st.columns([2, 1])
+with left:
+    run = widgets.pick_run(candidates)
+with right:
+    k = st.slider("Classes shown", min_value=1, max_value=10, value=3)
+widgets.report_broken(all_runs)
+files = st.file_uploader(
+    f"Pictures ({predict.ACCEPTED_FORMATS_TEXT}, up to {predict.MAX_UPLOAD_BYTES // 2**20} MB each)",
+    type=UPLOAD_TYPES, accept_multiple_files=True,
+)
+if not files:
+    st.info("Upload one or more pictures. The model was trained on 32×32 images of "
+            "airplanes, cars, birds, cats, deer, dogs, frogs, horses, ships and trucks; "
+            "a picture of anything else still gets one of these ten answers.", icon=":material/upload:")
+    st.stop()
+
+for upload in files:
+    with st.container(border=True):
+        st.markdown(f"**{upload.name}**")
+        try:
+            result = cache.explain_upload(run, upload.getvalue(), upload.name)
+        except predict.ImageError as exc:
+            st.error(f"Cannot use this file: {exc}", icon=":material/broken_image:")
+            continue
+        except cache.LOAD_ERRORS as exc:
+            st.error(f"Cannot load the model of run {run.run_id}: {exc}", icon=":material/error:")
+            st.stop()
+        pairs = predict.top_k(result["probabilities"], k)
+        name, confidence = pairs[0]
+        if predict.is_low_confidence(result["probabilities"]):
+            st.warning(f"The model is unsure: its best guess, {name}, has only {fmt.pct(confidence)}. "
+                       f"The picture may show none of the ten classes.", icon=":material/help:")
+        else:
+            st.success(f"**{name}** ({fmt.pct(confidence)})")
+        cols = st.columns(4)
+        cols[0].image(widgets.fit(result["original"], SHOW_PIXELS), caption="Your picture")
+        cols[1].image(widgets.upscale(result["small"], SHOW_PIXELS), caption="What the model sees (32×32)")
+        cols[2].plotly_chart(charts.top_k_bars(pairs, title=f"Top {k}"), key=f"topk-{upload.file_id}")
+        cols[3].image(predict.overlay_heatmap(result["small"], result["heat"], size=SHOW_PIXELS),
+                      caption=f"Why: red regions, when hidden, lower '{name}' most")

@@ -1,0 +1,67 @@
+"""Runs: every run in a table (broken ones with their reason), curves of several runs overlaid,
+downloads of a run's model and history, and deleting a run after confirmation."""
+import streamlit as st
+
+from cifar_core import charts, runs
+from cifar_ui import fmt, nav, widgets
+
+nav.require_entry(nav.RUNS)
+
+COMPARE_DEFAULT = 3  # runs overlaid by default
+FLASH_KEY = "runs_flash"  # a message that survives the rerun after a delete
+
+st.title("Runs")
+if FLASH_KEY in st.session_state:
+    st.success(st.session_state.pop(FLASH_KEY), icon=":material/check_circle:")
+
+all_runs = runs.list_runs()
+if not all_runs:
+    widgets.empty_state("No runs yet. Train one to see it here: every run is saved with its config, curves and model.")
+    st.stop()
+
+st.dataframe(
+    fmt.runs_frame(all_runs), hide_index=True,
+    column_config={
+        "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+        "test accuracy": st.column_config.NumberColumn(format="percent"),
+        "config": st.column_config.TextColumn(width="large"),
+        "problem": st.column_config.TextColumn(width="large"),
+    },
+)
+
+st.subheader("Compare curves")
+with_history = [r for r in all_runs if not r.broken and r.history]
+if not with_history:
+    st.caption("No run has a completed epoch yet.")
+else:
+    chosen = st.multiselect("Runs", [r.run_id for r in with_history],
+                            default=[r.run_id for r in with_history[:COMPARE_DEFAULT]])
+    histories = {r.run_id: r.history for r in with_history if r.run_id in chosen}
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.overlay_curves(histories, "loss"))
+    c2.plotly_chart(charts.overlay_curves(histories, "accuracy"))
+
+st.subheader("Files and deletion")
+run = widgets.pick_run(all_runs, label="Run", state_key="runs_page_run")
+if run.broken:
+    st.warning(f"Run {run.run_id} is broken: {run.broken}", icon=":material/warning:")
+downloads = widgets.run_downloads(run)
+if downloads:
+    cols = st.columns(len(downloads))
+    for col, (label, path, mime) in zip(cols, downloads):
+        col.download_button(label, data=path.read_bytes, file_name=f"{run.run_id}-{path.name}", mime=mime,
+                            icon=":material/download:", on_click="ignore")
+else:
+    st.caption("This run has no files to download yet.")
+
+with st.container(border=True):
+    st.markdown(f"**Delete run `{run.run_id}`**: its folder, model and history are removed for good.")
+    confirmed = st.checkbox(f"Yes, delete {run.run_id}", key=f"confirm-delete-{run.run_id}")
+    if st.button("Delete run", type="primary", icon=":material/delete:", disabled=not confirmed):
+        try:
+            runs.delete_run(run.run_id)
+        except runs.RunError as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            st.session_state[FLASH_KEY] = f"Deleted run {run.run_id}."
+            st.rerun()

@@ -1,0 +1,145 @@
+"""Tests for cifar_core.charts: each figure builder on small hand-made data."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifar_core import charts
+from cifar_core.data import CLASS_NAMES, NUM_CLASSES
+
+HISTORY = {
+    "loss": [2.0, 1.5, 1.2],
+    "accuracy": [0.3, 0.5, 0.6],
+    "val_loss": [1.8, float("nan"), 1.3],
+    "val_accuracy": [0.35, 0.45, 0.55],
+}
+
+
+def _has_note(fig) -> bool:
+    return bool(fig.layout.annotations)
+
+
+@pytest.mark.parametrize("metric, title", [("loss", "Loss over Epochs"), ("accuracy", "Accuracy over Epochs")])
+def test_epoch_curves_show_training_and_validation(metric, title):
+    fig = charts.epoch_curves(HISTORY, metric)
+    assert fig.layout.title.text == title
+    assert [t.name for t in fig.data] == ["training", "validation"]
+    assert list(fig.data[0].x) == [1, 2, 3]
+    assert list(fig.data[0].y) == HISTORY[metric]
+    assert fig.layout.uirevision == metric  # live redraws keep the user's zoom
+    assert not _has_note(fig)
+
+
+def test_epoch_curves_leave_a_gap_for_nan():
+    fig = charts.epoch_curves(HISTORY, "loss")
+    assert list(fig.data[1].y) == [1.8, None, 1.3]
+
+
+def test_epoch_curves_accuracy_axis_is_percent():
+    assert charts.epoch_curves(HISTORY, "accuracy").layout.yaxis.tickformat == ".0%"
+
+
+def test_epoch_curves_without_epochs_say_so():
+    fig = charts.epoch_curves({}, "loss")
+    assert not fig.data
+    assert "No completed epoch" in fig.layout.annotations[0].text
+
+
+def test_epoch_curves_refuse_an_unknown_metric():
+    with pytest.raises(ValueError, match="metric"):
+        charts.epoch_curves(HISTORY, "precision")
+
+
+def test_overlay_gives_each_run_one_colour_and_both_curves():
+    other = {k: [v * 0.9 for v in vals] for k, vals in HISTORY.items()}
+    fig = charts.overlay_curves({"run-a": HISTORY, "run-b": other}, "accuracy")
+    assert fig.layout.title.text == "Accuracy over Epochs"
+    assert len(fig.data) == 4
+    by_run = {}
+    for trace in fig.data:
+        by_run.setdefault(trace.legendgroup, set()).add(trace.line.color)
+    assert set(by_run) == {"run-a", "run-b"}
+    assert all(len(colours) == 1 for colours in by_run.values())
+    assert by_run["run-a"] != by_run["run-b"]
+    assert {t.line.dash for t in fig.data} == {"solid", "dot"}
+
+
+def test_overlay_of_nothing_says_what_to_do():
+    fig = charts.overlay_curves({}, "loss")
+    assert not fig.data and "Choose runs" in fig.layout.annotations[0].text
+
+
+def test_batch_curves_put_accuracy_on_the_right_axis():
+    fig = charts.batch_curves([0.25, 0.5, 0.75], [2.3, 2.0, 1.8], [0.1, 0.2, 0.3])
+    loss, acc = fig.data
+    assert (loss.name, acc.name) == ("loss", "accuracy")
+    assert loss.yaxis == "y" and acc.yaxis == "y2"
+    assert list(acc.x) == [0.25, 0.5, 0.75]
+    assert fig.layout.yaxis2.tickformat == ".0%"
+
+
+def test_batch_curves_do_not_join_one_epoch_to_the_next():
+    fig = charts.batch_curves([0.5, 1.0, 1.5, 2.0], [2.0, 1.5, 1.0, 0.8], [0.1, 0.3, 0.5, 0.6])
+    loss, acc = fig.data
+    assert list(loss.x) == [0.5, 1.0, None, 1.5, 2.0]  # running means restart each epoch
+    assert list(loss.y) == [2.0, 1.5, None, 1.0, 0.8]
+    assert list(acc.y) == [0.1, 0.3, None, 0.5, 0.6]
+
+
+def test_batch_curves_before_the_first_batch():
+    fig = charts.batch_curves([], [], [])
+    assert not fig.data and "Waiting" in fig.layout.annotations[0].text
+
+
+def test_confusion_heatmap_counts_in_cells_row_shares_in_colour():
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
+    cm[0, 0], cm[0, 1], cm[1, 1] = 3, 1, 5  # class 2.. have no images: their rows stay 0
+    fig = charts.confusion_heatmap(cm)
+    heat = fig.data[0]
+    assert list(heat.x) == list(CLASS_NAMES) and list(heat.y) == list(CLASS_NAMES)
+    z = np.asarray(heat.z)
+    assert z[0, 0] == pytest.approx(0.75) and z[0, 1] == pytest.approx(0.25) and z[1, 1] == 1.0
+    assert not np.isnan(z).any() and z[2:].sum() == 0
+    assert np.asarray(heat.text)[0, 0] == 3
+    assert fig.layout.yaxis.autorange == "reversed"  # airplane on top, as the table reads
+
+
+def test_confusion_heatmap_refuses_a_wrong_shape():
+    with pytest.raises(ValueError, match="10x10"):
+        charts.confusion_heatmap(np.zeros((3, 3)))
+
+
+def test_top_k_bars_keep_the_order_given():
+    fig = charts.top_k_bars([("cat", 0.7), ("dog", 0.2), ("frog", 0.05)], title="Top 3")
+    bars = fig.data[0]
+    assert list(bars.y) == ["cat", "dog", "frog"]
+    assert list(bars.text) == ["70.0%", "20.0%", "5.0%"]
+    assert fig.layout.title.text == "Top 3"
+    assert tuple(fig.layout.xaxis.range) == (0, 1)
+
+
+def test_probability_bars_mark_the_true_class():
+    probs = np.full(NUM_CLASSES, 0.1)
+    fig = charts.probability_bars(probs, true_label=3)
+    colours = list(fig.data[0].marker.color)
+    assert colours[3] == charts.HIGHLIGHT_COLOR
+    assert colours.count(charts.HIGHLIGHT_COLOR) == 1
+    assert math.isclose(sum(fig.data[0].x), 1.0)
+
+
+def test_probability_bars_refuse_the_wrong_number_of_classes():
+    with pytest.raises(ValueError, match="one per class"):
+        charts.probability_bars([0.5, 0.5])
+
+
+def test_charts_import_neither_streamlit_nor_tensorflow():
+    code = ("import sys, cifar_core.charts; "
+            "print(sorted(m for m in ('streamlit', 'tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "[]"

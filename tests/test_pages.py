@@ -1,0 +1,379 @@
+"""The dashboard's pages through Streamlit's AppTest, on the real core: synthetic data, one run
+really trained per session, real jobs started and stopped from the Train page. No mocks."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from cifar_core import runs, training
+from cifar_core.config import TrainConfig
+from cifar_core.data import CLASS_NAMES, make_synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "dashboard.py"
+PAGES = ["pages/home.py", "pages/train.py", "pages/evaluate.py", "pages/predict.py", "pages/browse.py",
+         "pages/runs.py"]
+MODEL_PAGES = ["pages/evaluate.py", "pages/predict.py", "pages/browse.py"]
+RUN_TIMEOUT = 60  # seconds per script run; pages that load a model import TensorFlow once
+QUICK = dict(data="synthetic", train_subset=600, test_subset=200, batch_size=32)
+
+
+# --- fixtures and helpers -----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One run really trained on synthetic data (1 epoch), to be copied into each test's store."""
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CIFAR_ARTIFACTS_DIR", str(root))
+        mp.setenv("CIFAR10_DATA", "synthetic")
+        job = training.start_job(TrainConfig(epochs=1, **QUICK))
+        assert job.join(180), "training the session's run took over 180 s"
+    snap = job.snapshot()
+    assert snap.status == "completed", snap.error
+    return root / "runs" / job.run_id
+
+
+@pytest.fixture
+def with_run(artifacts, finished_run):
+    """The session's finished run, copied (timestamps kept) into this test's artifacts folder."""
+    shutil.copytree(finished_run, artifacts / "runs" / finished_run.name)
+    return finished_run.name
+
+
+@pytest.fixture
+def broken_run(with_run, artifacts):
+    """A run folder beside the good one whose status.json is garbled."""
+    folder = artifacts / "runs" / "20000101-000000-broken"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TrainConfig(epochs=1, **QUICK).to_dict()))
+    (folder / "status.json").write_text('{"status": "compl')
+    return folder.name
+
+
+@pytest.fixture(autouse=True)
+def _stop_and_join_jobs():
+    """No job outlives its test (the shared conftest also stops; this one joins before asserting)."""
+    yield
+    job = training.current_job()
+    if job is not None and job.is_alive:
+        training.stop_job()
+        assert job.join(60), "a training job did not stop within 60 s"
+
+
+def open_page(page: str) -> AppTest:
+    """Run the real entry (page config, navigation), then the page, as a browser would."""
+    at = AppTest.from_file(str(DASHBOARD), default_timeout=RUN_TIMEOUT).run()
+    if page != PAGES[0]:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def widget(elements, label: str):
+    found = [e for e in elements if e.label == label]
+    assert len(found) == 1, f"expected one widget labelled {label!r}, got {[e.label for e in elements]}"
+    return found[0]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+
+def png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).resize((96, 96), Image.Resampling.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --- every page, empty and with a run -----------------------------------------------------
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_no_runs(artifacts, page):
+    at = open_page(page)
+    assert not at.error
+    if page in MODEL_PAGES + ["pages/runs.py"]:
+        assert "Train" in texts(at.info)  # says what to do next ...
+        assert "Go to Train" in [link.value for link in at.page_link]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_a_finished_run(with_run, page):
+    at = open_page(page)
+    assert not at.error, texts(at.error)
+    assert not at.warning, texts(at.warning)
+
+
+def test_home_lists_the_run_links_every_page_and_names_the_data_source(with_run):
+    at = open_page("pages/home.py")
+    body = texts(at.markdown)
+    assert "synthetic" in body and "CIFAR10_DATA" in body
+    assert with_run in at.dataframe[0].value["run"].tolist()
+    labels = {link.value for link in at.page_link}
+    assert {"Train", "Evaluate", "Predict", "Browse", "Runs"} <= labels
+
+
+def test_home_runs_and_idle_train_do_not_import_tensorflow(with_run, artifacts):
+    code = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(DASHBOARD)!r}, default_timeout=30).run()
+assert not at.exception, at.exception
+assert {with_run!r} in at.dataframe[0].value["run"].tolist()
+for page in ("pages/runs.py", "pages/train.py"):
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+"""
+    env = dict(os.environ, CIFAR_ARTIFACTS_DIR=str(artifacts), CIFAR10_DATA="synthetic")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_deep_link_into_a_fresh_server_goes_through_the_entry(artifacts):
+    # Until the entry has run once, Streamlit treats pages/ as a legacy multipage folder and
+    # would run the page alone, without page config or our navigation.
+    code = f"""
+from streamlit.testing.v1 import AppTest
+from cifar_ui import nav
+at = AppTest.from_file({str(DASHBOARD)!r}, default_timeout=30)
+at.switch_page("pages/runs.py").run()
+assert not at.exception, at.exception
+print(nav._entry_ran, [t.value for t in at.title], dict(at.query_params))
+"""
+    env = dict(os.environ, CIFAR_ARTIFACTS_DIR=str(artifacts), CIFAR10_DATA="synthetic")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "True ['Runs'] {}"
+
+
+def test_page_runs_leave_the_training_threads_keras_state_alone(artifacts):
+    # Streamlit calls keras.backend.clear_session() after every script run; during a job's
+    # build_model that renamed layers ("All layers ... should have unique names") in the browser.
+    import keras
+
+    keras.layers.Dense(1)
+    open_page("pages/train.py").run()
+    assert keras.layers.Dense(1).name != "dense"  # the name counter was not reset
+
+
+# --- Train --------------------------------------------------------------------------------
+
+def fill_quick_run(at: AppTest, epochs: int) -> None:
+    widget(at.number_input, "Epochs").set_value(epochs)
+    widget(at.number_input, "Batch size").set_value(QUICK["batch_size"])
+    widget(at.number_input, "Train images").set_value(QUICK["train_subset"])
+    widget(at.number_input, "Test images").set_value(QUICK["test_subset"])
+    widget(at.selectbox, "Data source").set_value("synthetic")
+
+
+def test_train_starts_a_real_job_from_the_form_and_stops_it(artifacts):
+    at = open_page("pages/train.py")
+    start = widget(at.button, "Start training")
+    assert not start.disabled
+    fill_quick_run(at, epochs=50)
+    start.click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    job = training.current_job()
+    assert job is not None and job.run_dir.parent == artifacts / "runs"
+    assert job.config.epochs == 50 and job.config.train_subset == QUICK["train_subset"]
+
+    # While it runs: Start is disabled with the reason; progress and Stop are shown.
+    wait_for(lambda: job.snapshot().batch > 0, 90, "the first batch")
+    at.run()
+    assert widget(at.button, "Start training").disabled
+    assert "Start is disabled" in texts(at.info)
+    assert "Epoch 1/50" in at.progress[0].text
+    titles = chart_titles(at)
+    assert {"Loss over Epochs", "Accuracy over Epochs"} <= set(titles)
+
+    widget(at.button, "Stop").click().run()
+    assert job.join(60), "the job did not stop within 60 s"
+    snap = job.snapshot()
+    assert snap.status == "stopped", snap.error
+    assert (job.run_dir / "model.keras").is_file()
+    assert runs.load_run(job.run_id).status == "stopped"
+
+    at.run()
+    assert not at.exception
+    assert not widget(at.button, "Start training").disabled
+    assert "stopped" in texts(at.markdown)
+    assert [m.label for m in at.metric][:2] == ["Test accuracy", "Test loss"]
+
+
+def test_a_stale_tab_cannot_start_a_second_job_and_an_unwritable_folder_is_an_error(artifacts, monkeypatch):
+    stale = open_page("pages/train.py")  # a tab opened before another tab started a job
+    fill_quick_run(stale, epochs=50)
+    first = training.start_job(TrainConfig(epochs=50, **QUICK))
+    widget(stale.button, "Start training").click().run()  # Streamlit drops clicks on now-disabled widgets
+    assert not stale.exception
+    assert training.current_job() is first and len(runs.list_runs()) == 1
+    assert widget(stale.button, "Start training").disabled
+    assert f"while run `{first.run_id}`" in texts(stale.info)
+    training.stop_job()
+    assert first.join(60)
+
+    blocker = artifacts.parent / "not-a-folder"
+    blocker.write_text("a file where the artifacts folder should be")
+    monkeypatch.setenv("CIFAR_ARTIFACTS_DIR", str(blocker / "artifacts"))
+    at = open_page("pages/train.py")
+    fill_quick_run(at, epochs=1)
+    widget(at.button, "Start training").click().run()
+    assert not at.exception
+    assert "cannot write to the artifacts folder" in texts(at.error)
+
+
+def test_a_failed_job_shows_its_error(artifacts, monkeypatch):
+    missing = str(artifacts / "no-such-data")
+    monkeypatch.setenv("CIFAR10_DATA", missing)  # the app was started with a wrong data path
+    at = open_page("pages/train.py")
+    assert widget(at.selectbox, "Data source").value == missing
+    widget(at.number_input, "Epochs").set_value(1)
+    widget(at.button, "Start training").click().run()
+    job = training.current_job()
+    assert job.join(60)
+    at.run()
+    assert not at.exception
+    errors = texts(at.error)
+    assert "Training failed" in errors and "does not exist" in errors
+
+
+def test_resume_extends_a_finished_run(with_run):
+    at = open_page("pages/train.py")
+    assert widget(at.selectbox, "Run to continue").value == with_run
+    widget(at.number_input, "Train up to epoch").set_value(2)
+    widget(at.button, "Resume").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    job = training.current_job()
+    assert job.run_id == with_run
+    assert job.join(120)
+    assert job.snapshot().status == "completed", job.snapshot().error
+    assert runs.load_run(with_run).epochs_done == 2
+
+
+# --- Evaluate, Predict, Browse ------------------------------------------------------------
+
+def test_evaluate_shows_scores_confusion_classes_and_the_first_four(with_run):
+    at = open_page("pages/evaluate.py")
+    assert [m.label for m in at.metric][:2] == ["Test accuracy", "Test loss"]
+    assert len(at.image) == 4
+    assert all(re.search(r"Predicted \*\*\w+\*\*.*True \*\*\w+\*\*", m.value, re.S)
+               for m in at.markdown if m.value.startswith("Predicted"))
+    per_class = at.dataframe[0].value
+    assert list(per_class["class"]) == list(CLASS_NAMES)
+    assert {"precision", "recall", "f1", "accuracy"} <= set(per_class.columns)
+    assert "Confusion matrix" in chart_titles(at)
+
+
+def test_predict_one_upload_with_a_good_a_corrupt_and_a_non_image_file(with_run):
+    good = png_bytes(make_synthetic(10, 10, seed=3).x_test[0])
+    at = open_page("pages/predict.py")
+    at.file_uploader[0].set_value([
+        ("good.png", good, "image/png"),
+        ("corrupt.png", good[: len(good) // 2], "image/png"),
+        ("notes.jpg", b"these are my shopping notes, not a picture", "image/jpeg"),
+    ]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2, errors
+    assert any("corrupt.png" in e for e in errors) and any("notes.jpg" in e for e in errors)
+    assert len(at.get("plotly_chart")) == 1  # the top-k chart of the one good file
+    assert len(at.image) == 3  # its original, the 32x32 input and the occlusion overlay
+    assert len(at.success) + len(at.warning) == 1  # the answer, or "unsure" below LOW_CONFIDENCE
+
+
+def matching(at: AppTest) -> int:
+    caption = next(c.value for c in at.caption if "matching" in c.value)
+    return int(re.search(r"of ([\d,]+) matching", caption).group(1).replace(",", ""))
+
+
+def test_browse_filters_sorts_pages_and_inspects(with_run):
+    at = open_page("pages/browse.py")
+    total = matching(at)
+    assert total == QUICK["test_subset"]
+    assert len(at.image) == 24 + 1  # a full page of tiles, and the selected image
+
+    widget(at.selectbox, "True class").set_value(0).run()
+    airplanes = matching(at)
+    assert 0 < airplanes < total
+    assert len(at.image) == airplanes + 1
+    assert all(m.value.startswith("airplane →") for m in at.markdown if "→" in m.value)
+
+    widget(at.selectbox, "True class").set_value(None).run()
+    widget(at.radio, "Show").set_value("wrong").run()
+    wrong = matching(at)
+    assert wrong < total
+    assert all(":red[" in m.value for m in at.markdown if "→" in m.value)
+
+    widget(at.radio, "Show").set_value("all").run()
+    at.button(key="inspect-5").click().run()
+    assert "Test image #5" in texts(at.subheader)
+
+
+# --- Runs ---------------------------------------------------------------------------------
+
+def test_runs_lists_offers_downloads_and_deletes_after_confirmation(with_run, artifacts):
+    at = open_page("pages/runs.py")
+    table = at.dataframe[0].value
+    assert table["run"].tolist() == [with_run]
+    assert table["status"].tolist() == ["completed"]
+    assert {b.label for b in at.download_button} >= {"Model (.keras)", "History (CSV)", "History (JSON)"}
+
+    delete = widget(at.button, "Delete run")
+    assert delete.disabled  # nothing happens without the confirmation
+    at.checkbox[0].check().run()
+    widget(at.button, "Delete run").click().run()
+    assert not at.exception
+    assert not (artifacts / "runs" / with_run).exists()
+    assert f"Deleted run {with_run}" in texts(at.success)
+    assert "No runs yet" in texts(at.info)
+
+
+def test_runs_refuses_to_delete_the_run_in_training(artifacts):
+    job = training.start_job(TrainConfig(epochs=50, **QUICK))
+    at = open_page("pages/runs.py")
+    assert widget(at.selectbox, "Run").value == job.run_id
+    at.checkbox[0].check().run()
+    widget(at.button, "Delete run").click().run()
+    assert not at.exception
+    assert "still training" in texts(at.error)
+    assert job.run_dir.is_dir()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_broken_run_is_reported_and_breaks_nothing(broken_run, with_run, page):
+    at = open_page(page)
+    assert not at.error, texts(at.error)
+    if page == "pages/runs.py":
+        table = at.dataframe[0].value.set_index("run")
+        assert table.loc[broken_run, "status"] == "broken"
+        assert "status.json" in table.loc[broken_run, "problem"]
+    if page in MODEL_PAGES:
+        options = widget(at.selectbox, "Run").options
+        assert len(options) == 1 and options[0].startswith(with_run)  # never offered for loading
+        assert any("could not be read" in e.label for e in at.expander)
