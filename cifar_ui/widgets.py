@@ -86,7 +86,12 @@ def upscale(image: np.ndarray | Image.Image, pixels: int = TILE_PIXELS) -> Image
 
 
 def fit(image: Image.Image, pixels: int = 256) -> Image.Image:
-    """A copy no larger than pixels x pixels, aspect kept (uploads may be huge)."""
+    """A copy whose longer side is `pixels`, aspect kept: huge uploads shrink, tiny ones (a
+    32x32 CIFAR image) grow with visible pixels instead of showing as a thumbnail."""
+    scale = pixels / max(image.size)
+    if scale >= 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        return image.resize(size, Image.Resampling.NEAREST)
     im = image.copy()
     im.thumbnail((pixels, pixels))
     return im

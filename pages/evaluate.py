@@ -51,11 +51,11 @@ with left:
     st.plotly_chart(charts.confusion_heatmap(cm))
 with right:
     st.subheader("Per class")
-    st.dataframe(
-        pd.DataFrame(evaluation.per_class_report(cm)), hide_index=True,
-        column_config={k: st.column_config.NumberColumn(format="percent")
-                       for k in ("precision", "recall", "f1", "accuracy")},
-    )
+    scores = ("precision", "recall", "f1", "accuracy")
+    report = pd.DataFrame(evaluation.per_class_report(cm))
+    report[list(scores)] *= 100  # shown as percentages with one decimal, like every other page
+    st.dataframe(report, hide_index=True,
+                 column_config={k: st.column_config.NumberColumn(format="%.1f%%") for k in scores})
     st.caption("Accuracy of a class is its recall: the share of its test images classified correctly.")
     st.subheader("Most confused")
     confused = evaluation.most_confused(cm, TOP_CONFUSED)
