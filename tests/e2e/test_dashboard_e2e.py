@@ -1,0 +1,302 @@
+"""The live dashboard in headless Chromium: train and watch it learn, a second tab that sees and
+stops the same job, evaluate, predict uploads (good and bad), browse wrong predictions.
+
+One server and its one training job serve every test; tests wait on what a person would see
+(Playwright's retrying `expect`, or a condition evaluated in the page), never on sleeps."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, expect
+
+from cifar_core.data import CLASS_NAMES
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # every test trains a run, or reuses one trained here
+
+# Tiny runs: this is a shared 2-core CPU. 256 images = 8 batches of 32 per epoch.
+QUICK = dict(epochs=3, batch_size=32, train_images=256, test_images=100)
+LONG_EPOCHS = 200  # a run that would take many minutes: it must be stopped
+PAGE_MS = 60_000  # a page's first render (imports pandas, plotly; a model page loads TensorFlow)
+TRAIN_MS = 90_000  # a quick run from Start to its test accuracy, TensorFlow import included
+STOP_MS = 60_000  # Stop to "stopped": the current batch, saving the model, evaluating 100 images
+# (about 5 s on an idle machine, 20 s when colleagues load it; a missed stop never finishes)
+RUN_ID = r"\d{8}-\d{6}-[0-9a-f]+"
+NAME = "|".join(CLASS_NAMES)
+LIVE = '[data-testid="stElementContainer"]:not([data-stale="true"])'  # not a leftover of a rerun
+
+
+# --- helpers: find what a person sees ------------------------------------------------------
+
+def live(page: Page, testid: str):
+    """Elements with this data-testid that belong to the latest run of the script."""
+    return page.locator(f'{LIVE} [data-testid="{testid}"]')
+
+
+def markdown(page: Page, pattern: str):
+    return live(page, "stMarkdownContainer").filter(has_text=re.compile(pattern))
+
+
+def status_line(page: Page, run_id: str = RUN_ID, status: str = r"\w+"):
+    """The job panel's 'Run <id> <status> — <message>' line."""
+    return markdown(page, rf"^Run {run_id} {status} —").first
+
+
+def metric(page: Page, label: str):
+    return live(page, "stMetric").filter(has_text=label).first.get_by_test_id("stMetricValue")
+
+
+def start_button(page: Page):
+    return page.locator(LIVE).get_by_role("button", name="Start training")
+
+
+def stop_button(page: Page):
+    return page.locator(LIVE).get_by_role("button", name="Stop", exact=True)
+
+
+def open_page(page: Page, base_url: str, path: str, title: str) -> None:
+    page.goto(base_url + path)
+    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=PAGE_MS)
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+
+
+def fill_train_form(page: Page, epochs: int, batch_size: int, train_images: int, test_images: int) -> None:
+    # the server's CIFAR10_DATA; never 'keras', which would download CIFAR-10
+    expect(page.get_by_role("combobox", name="Data source")).to_have_value("synthetic", timeout=PAGE_MS)
+    for label, value in (("Epochs", epochs), ("Batch size", batch_size),
+                         ("Train images", train_images), ("Test images", test_images)):
+        field = page.get_by_label(label, exact=True)
+        field.fill(str(value))
+        field.press("Tab")  # commit; Enter would submit the form
+        expect(field).to_have_value(str(value))
+
+
+def start_training(page: Page, **form) -> str:
+    """Fill the Train form, press Start, return the new run's id once its job is active."""
+    expect(start_button(page)).to_be_enabled(timeout=TRAIN_MS)  # no job from an earlier test
+    fill_train_form(page, **form)
+    start_button(page).click()
+    line = status_line(page, status="(preparing|running)")
+    expect(line).to_be_visible(timeout=PAGE_MS)
+    return re.search(rf"Run ({RUN_ID})", line.inner_text()).group(1)
+
+
+def choose(page: Page, label: str, option: str) -> None:
+    """Pick the option containing `option` in the selectbox labelled `label`."""
+    box = page.get_by_role("combobox", name=label, exact=True)
+    expect(box).to_be_visible(timeout=PAGE_MS)
+    if option not in box.input_value():
+        box.click()
+        page.get_by_role("option", name=re.compile(re.escape(option))).click()
+    expect(box).to_have_value(re.compile(re.escape(option)))
+
+
+def choose_run(page: Page, run_id: str) -> None:
+    """Run pickers list the newest run first; tests say which run they mean."""
+    choose(page, "Run", run_id)
+
+
+def grid_captions(page: Page, count: int) -> list[str]:
+    """The Browse grid's image captions ('#<test index>'), once it shows `count` images."""
+    captions = live(page, "stImageCaption").filter(has_text=re.compile(r"^#\d+$"))
+    expect(captions).to_have_count(count, timeout=PAGE_MS)
+    return captions.all_inner_texts()
+
+
+def epoch_points_js() -> str:
+    """JS: points of the training curve in the live 'Loss over Epochs' chart (0 when none)."""
+    return f"""() => {{
+        const plots = Array.from(document.querySelectorAll('{LIVE} .js-plotly-plot'));
+        const p = plots.find(d => /Loss over Epochs/.test((d.layout && d.layout.title && d.layout.title.text) || ''));
+        return p && p.data && p.data.length ? (p.data[0].x || []).length : 0;
+    }}"""
+
+
+def record_job_panel(page: Page) -> None:
+    """Sample the live progress bar and epoch chart 10x a second into window.__e2eTimeline, so
+    the test can show afterwards that both moved while the job ran, however fast it was."""
+    page.evaluate(f"""() => {{
+        window.__e2eTimeline = [];
+        const points = {epoch_points_js()};
+        window.__e2eTimer = setInterval(() => {{
+            const bar = document.querySelector('{LIVE} [data-testid="stProgress"]');
+            const value = bar && bar.querySelector('[role="progressbar"]');
+            window.__e2eTimeline.push({{
+                progress: value ? Number(value.getAttribute('aria-valuenow')) : null,
+                text: bar ? bar.innerText.trim() : null,
+                points: points(),
+            }});
+        }}, 100);
+    }}""")
+
+
+def stop_recording(page: Page) -> list[dict]:
+    return page.evaluate("() => { clearInterval(window.__e2eTimer); return window.__e2eTimeline; }")
+
+
+def no_traceback(page: Page) -> None:
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+
+
+def train_quick_run(page: Page, base_url: str) -> str:
+    """A finished run made through the UI, for tests that need one."""
+    open_page(page, base_url, "/train", "Train")
+    run_id = start_training(page, **QUICK)
+    expect(status_line(page, run_id, "completed")).to_be_visible(timeout=TRAIN_MS)
+    return run_id
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def made_runs() -> dict[str, str]:
+    """Runs that tests made through the UI this session, by kind; later tests reuse them."""
+    return {}
+
+
+@pytest.fixture
+def finished_run(made_runs, tabs, server) -> str:
+    """A completed quick run: the Train test's, or one trained here when that did not run."""
+    if "completed" not in made_runs:
+        made_runs["completed"] = train_quick_run(tabs.open(), server.url)
+    return made_runs["completed"]
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+def test_train_shows_live_progress_and_final_accuracy(page, server, made_runs):
+    open_page(page, server.url, "/train", "Train")
+    record_job_panel(page)
+    run_id = start_training(page, **QUICK)
+    expect(stop_button(page)).to_be_visible()
+    expect(start_button(page)).to_be_disabled()
+    expect(live(page, "stProgress").first).to_contain_text(re.compile(r"Epoch \d/3 · batch \d+/8"),
+                                                           timeout=TRAIN_MS)
+
+    expect(metric(page, "Test accuracy")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"), timeout=TRAIN_MS)
+    timeline = stop_recording(page)
+    expect(status_line(page, run_id, "completed")).to_be_visible()
+    expect(metric(page, "Epochs")).to_have_text("3/3")
+    expect(start_button(page)).to_be_enabled()
+    expect(stop_button(page)).to_have_count(0)
+    assert page.evaluate(epoch_points_js()) == 3, "the finished run's epoch chart should show 3 epochs"
+
+    running = [t for t in timeline if t["progress"] is not None]
+    progress = [t["progress"] for t in running]
+    assert len(set(progress)) >= 3, f"the progress bar hardly moved: {sorted(set(progress))}"
+    assert progress == sorted(progress), f"the progress bar went backwards: {progress}"
+    texts = {t["text"] for t in running}
+    assert any(re.search(r"Epoch 1/3 · batch [1-8]/8", t) for t in texts), texts
+    assert any(re.search(r"Epoch 3/3 · batch [1-8]/8", t) for t in texts), texts
+    points_while_running = {t["points"] for t in running}
+    assert {1, 2} <= points_while_running, (
+        f"the epoch chart should gain points while the job runs; saw {sorted(points_while_running)}")
+    made_runs["completed"] = run_id
+
+
+def test_second_tab_sees_the_job_and_stops_it(tabs, server):
+    first = tabs.open()
+    open_page(first, server.url, "/train", "Train")
+    run_id = start_training(first, **{**QUICK, "epochs": LONG_EPOCHS})
+    expect(status_line(first, run_id, "running")).to_be_visible(timeout=TRAIN_MS)
+
+    second = tabs.open()
+    open_page(second, server.url, "/train", "Train")
+    expect(status_line(second, run_id, "running")).to_be_visible()
+    expect(start_button(second)).to_be_disabled()
+    expect(live(second, "stAlertContainer").filter(has_text=f"Start is disabled while run {run_id}")).to_be_visible()
+    stop_button(second).click()
+
+    expect(status_line(second, run_id, "stopped")).to_be_visible(timeout=STOP_MS)
+    expect(status_line(first, run_id, "stopped")).to_be_visible(timeout=STOP_MS)
+    for tab in (first, second):
+        expect(start_button(tab)).to_be_enabled()
+        expect(stop_button(tab)).to_have_count(0)
+
+    open_page(second, server.url, "/runs", "Runs")
+    picker = second.get_by_role("combobox", name="Run", exact=True)
+    picker.click()
+    expect(second.get_by_role("option", name=re.compile(rf"^{run_id} · stopped"))).to_be_visible()
+    second.keyboard.press("Escape")
+    no_traceback(second)
+
+
+def test_evaluate_shows_first_four_test_images(page, server, finished_run):
+    open_page(page, server.url, "/evaluate", "Evaluate")
+    choose_run(page, finished_run)
+    expect(metric(page, "Test accuracy")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"), timeout=PAGE_MS)
+    expect(page.get_by_role("heading", name="First 4 test images")).to_be_visible()
+    for i in range(4):
+        expect(live(page, "stImage").filter(has_text=f"test image #{i}")).to_have_count(1)
+    tiles = markdown(page, rf"^Predicted ({NAME}) \(\d+\.\d%\)\s*True ({NAME}) — (right|wrong)$")
+    expect(tiles).to_have_count(4)
+    for text in tiles.all_inner_texts():
+        predicted, true, verdict = re.search(rf"Predicted ({NAME}).*True ({NAME}) — (\w+)", text, re.S).groups()
+        assert (verdict == "right") == (predicted == true), text
+    no_traceback(page)
+
+
+def test_predict_uploads_a_picture_and_refuses_a_text_file(page, server, finished_run, tmp_path):
+    picture = tmp_path / "red-square.png"
+    Image.new("RGB", (48, 40), (200, 30, 30)).save(picture)
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("shopping list: not a picture\n")
+    disguised = tmp_path / "not-really.png"
+    disguised.write_text("a text file with an image's name\n")
+
+    open_page(page, server.url, "/predict", "Predict")
+    choose_run(page, finished_run)
+    uploader = page.get_by_test_id("stFileUploader")
+    files = uploader.locator('input[type="file"]')
+
+    files.set_input_files(picture)
+    chart = live(page, "stPlotlyChart").first
+    expect(chart).to_be_visible(timeout=PAGE_MS)
+    expect(chart).to_contain_text("Top 3")
+    bars = chart.evaluate("el => { const p = el.querySelector('.js-plotly-plot'); "
+                          "return p.data.map(t => ({x: Array.from(t.x), y: Array.from(t.y)})); }")
+    names = bars[0]["y"]
+    assert len(names) == 3 and set(names) <= set(CLASS_NAMES), bars
+    for name in names:
+        expect(chart).to_contain_text(name)
+    verdict = live(page, "stAlertContainer").filter(has_text=re.compile(NAME)).first
+    expect(verdict).to_contain_text(max(zip(bars[0]["x"], names))[1])
+
+    files.set_input_files(text_file)  # the browser's uploader refuses the type itself
+    expect(uploader).to_contain_text(re.compile(r"text/plain files are not allowed", re.I))
+
+    files.set_input_files(disguised)  # passes the uploader; the app must say why it is unusable
+    expect(live(page, "stAlertContainer").filter(has_text="Cannot use this file")).to_contain_text(
+        "not-really.png", timeout=PAGE_MS)
+    expect(live(page, "stPlotlyChart")).to_have_count(1)  # the good picture's result is still there
+    no_traceback(page)
+
+
+def test_browse_filters_to_wrong_predictions(page, server, finished_run):
+    open_page(page, server.url, "/browse", "Browse")
+    choose_run(page, finished_run)
+    choose(page, "Order", "Test-set order")  # worst-first would put the wrong ones first anyway
+    count = live(page, "stCaptionContainer").filter(has_text=re.compile(r"Images \d+–\d+ of [\d,]+ matching")).first
+    expect(count).to_be_visible(timeout=PAGE_MS)
+    total = int(re.search(r"of ([\d,]+) matching", count.inner_text()).group(1).replace(",", ""))
+    all_shown = grid_captions(page, min(24, total))
+    assert all_shown == [f"#{i}" for i in range(min(24, total))], all_shown
+
+    live(page, "stRadioOption").filter(has_text="Wrong only").click()
+    no_match = live(page, "stAlertContainer").filter(has_text="No test image matches these filters")
+    changed = re.compile(rf"of (?!{re.escape(f'{total:,}')} )[\d,]+ matching|No test image matches")
+    expect(count.or_(no_match).first).to_have_text(changed, timeout=PAGE_MS)
+    if no_match.count():
+        pytest.fail(f"the run {finished_run} made no mistake on {total} test images: nothing to browse")
+    wrong = int(re.search(r"of ([\d,]+) matching", count.inner_text()).group(1).replace(",", ""))
+    assert 0 < wrong < total, (wrong, total)
+    wrong_shown = grid_captions(page, min(24, wrong))
+    assert wrong_shown != all_shown, "the grid did not change under 'Wrong only'"
+    tiles = markdown(page, rf"^({NAME}) →\s*({NAME}) \d+%$")  # under each image: "true → predicted  conf%"
+    expect(tiles).to_have_count(len(wrong_shown))
+    for text in tiles.all_inner_texts():
+        true, predicted = re.search(rf"^({NAME}) →\s*({NAME})", text).groups()
+        assert true != predicted, f"a tile under 'Wrong only' shows a right prediction: {text}"
+    no_traceback(page)
