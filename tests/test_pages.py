@@ -377,3 +377,42 @@ def test_a_broken_run_is_reported_and_breaks_nothing(broken_run, with_run, page)
         options = widget(at.selectbox, "Run").options
         assert len(options) == 1 and options[0].startswith(with_run)  # never offered for loading
         assert any("could not be read" in e.label for e in at.expander)
+
+
+def test_predict_every_odd_upload_works_or_gets_its_own_message(with_run):
+    """Issue 5's upload list, in one upload: odd-but-valid pictures get predictions, bad ones
+    a message naming the file, and the page never shows a traceback."""
+    from test_predict import encode, handmade_png, with_declared_size
+
+    red = Image.new("RGB", (40, 30), (220, 30, 30))
+    good_png = encode(red, "PNG")
+    good_jpg = encode(red, "JPEG", quality=90)
+    palette = Image.new("P", (16, 16), 0)
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    valid = {
+        "animated.gif": encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100),
+        "deep.png": handmade_png(8, 8, 16, 2, b"\xff\xff\x00\x00\x00\x00" * 8),
+        "print.jpg": encode(Image.new("CMYK", (32, 32), (0, 255, 255, 0)), "JPEG"),
+        "palette.png": encode(palette, "PNG", transparency=1),
+        "phone.jpg": encode(red, "JPEG", exif=exif.tobytes()),
+    }
+    bad = {
+        "empty.png": b"",
+        "notes.png": b"just some text",
+        "cut.png": good_png[: len(good_png) // 2],
+        "cut.jpg": good_jpg[: len(good_jpg) // 2],
+        "bomb.png": with_declared_size(good_png, 100_000, 100_000),
+        "huge.png": good_png + b"\x00" * (10 * 1024 * 1024),
+    }
+    at = open_page("pages/predict.py")
+    at.file_uploader[0].set_value([(n, b, "image/png") for n, b in {**valid, **bad}.items()]).run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == len(bad), errors
+    for name in bad:
+        assert sum(name in e for e in errors) == 1, (name, errors)
+    assert len(at.get("plotly_chart")) == len(valid)  # one top-k chart per usable picture
+    assert not any("Traceback" in m.value for m in at.markdown)
