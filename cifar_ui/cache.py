@@ -72,9 +72,13 @@ def predictions_for(run: runs.Run) -> tuple[TestPredictions, Dataset]:
     return preds, data
 
 
-@st.cache_data(max_entries=64, show_spinner="Classifying…")
+PREVIEW_PIXELS = 512  # the original is kept only this large: a 40 MP upload would be ~120 MB
+
+
+@st.cache_data(max_entries=32, show_spinner="Classifying…")
 def _explain(run_id: str, stamp: int, data: bytes, name: str) -> dict[str, Any]:
     original, small = predict.prepare_image(data, name)  # ImageError for a bad upload
+    original.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
     model = _model(run_id, stamp)
     probabilities = predict.predict_proba(model, small)[0]
     heat = predict.occlusion_map(model, small)
