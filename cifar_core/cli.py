@@ -6,15 +6,13 @@ polling the job's state, as the dashboard draws it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from . import runs, training
 from .config import TrainConfig
-from .data import CLASS_NAMES, DataError, describe_source
+from .data import DataError, describe_source
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:

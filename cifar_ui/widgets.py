@@ -49,6 +49,18 @@ def pick_run(candidates: Sequence[runs.Run], label: str = "Run", state_key: str 
     return candidates[ids.index(choice)]
 
 
+def model_run_candidates(empty_message: str) -> tuple[list[runs.Run], list[runs.Run]]:
+    """(all runs, runs with a loadable model); with none of the latter, the empty state is shown
+    (`empty_message` says what to do next) and the page stops here."""
+    all_runs = runs.list_runs()
+    candidates = model_runs(all_runs)
+    if not candidates:
+        empty_state(empty_message)
+        report_broken(all_runs)
+        st.stop()
+    return all_runs, candidates
+
+
 def visible_job() -> Optional[TrainingJob]:
     """This server's job, if its run belongs to the artifacts folder in use and still exists."""
     job = training.current_job()

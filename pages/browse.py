@@ -2,7 +2,7 @@
 pick an image to see every class's probability. Worst mistakes come first by default."""
 import streamlit as st
 
-from cifar_core import charts, runs
+from cifar_core import charts
 from cifar_core.data import CLASS_NAMES
 from cifar_ui import cache, fmt, gallery, nav, widgets
 
@@ -13,12 +13,8 @@ TILE_PIXELS = 128  # grid thumbnails; the selected image is shown larger
 SELECTED_KEY = "browse_selected_index"
 
 st.title("Browse")
-all_runs = runs.list_runs()
-candidates = widgets.model_runs(all_runs)
-if not candidates:
-    widgets.empty_state("No run has a saved model yet. Train one, then browse its test-set predictions here.")
-    widgets.report_broken(all_runs)
-    st.stop()
+all_runs, candidates = widgets.model_run_candidates(
+    "No run has a saved model yet. Train one, then browse its test-set predictions here.")
 
 run = widgets.pick_run(candidates)
 widgets.report_broken(all_runs)

@@ -3,7 +3,7 @@ pairs, and the first four test images with their predictions (the assignment's s
 import pandas as pd
 import streamlit as st
 
-from cifar_core import charts, evaluation, runs
+from cifar_core import charts, evaluation
 from cifar_ui import cache, fmt, gallery, nav, widgets
 
 nav.require_entry(nav.EVALUATE)
@@ -12,12 +12,8 @@ TOP_CONFUSED = 5  # class pairs listed
 FIRST_N = 4  # the assignment's step 4 shows the first four test images
 
 st.title("Evaluate")
-all_runs = runs.list_runs()
-candidates = widgets.model_runs(all_runs)
-if not candidates:
-    widgets.empty_state("No run has a saved model yet. Train one, then come back here to evaluate it.")
-    widgets.report_broken(all_runs)
-    st.stop()
+all_runs, candidates = widgets.model_run_candidates(
+    "No run has a saved model yet. Train one, then come back here to evaluate it.")
 
 run = widgets.pick_run(candidates)
 widgets.report_broken(all_runs)

@@ -2,7 +2,7 @@
 classes, and an occlusion heatmap of where it looked. A bad file gets its own error."""
 import streamlit as st
 
-from cifar_core import charts, predict, runs
+from cifar_core import charts, predict
 from cifar_ui import cache, fmt, nav, widgets
 
 nav.require_entry(nav.PREDICT)
@@ -11,12 +11,8 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
 SHOW_PIXELS = 256  # side of every picture in a result row
 
 st.title("Predict")
-all_runs = runs.list_runs()
-candidates = widgets.model_runs(all_runs)
-if not candidates:
-    widgets.empty_state("No run has a saved model yet. Train one, then upload pictures here.")
-    widgets.report_broken(all_runs)
-    st.stop()
+all_runs, candidates = widgets.model_run_candidates(
+    "No run has a saved model yet. Train one, then upload pictures here.")
 
 left, right = st.columns([2, 1])
 with left:

@@ -1,5 +1,4 @@
 """Data sources: official python batches (archive and folder), image folders, synthetic, cache."""
-import io
 import pickle
 import tarfile
 
