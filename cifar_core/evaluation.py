@@ -44,7 +44,12 @@ class TestPredictions:
 
 
 def predict_test_set(model: Any, x_test: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    return np.asarray(model.predict(x_test, batch_size=batch_size, verbose=0), dtype=np.float32)
+    """Probabilities for every test image, a compiled batch at a time: model.predict would build
+    a tf.data pipeline per call (bench/predict_latency.py: 6.25 s vs 5.53 s for 10k images)."""
+    from .predict import predict_proba
+
+    chunks = [predict_proba(model, x_test[i:i + batch_size]) for i in range(0, len(x_test), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 256) -> dict[str, Any]:
