@@ -62,16 +62,6 @@ def broken_run(with_run, artifacts):
     return folder.name
 
 
-@pytest.fixture(autouse=True)
-def _stop_and_join_jobs():
-    """No job outlives its test (the shared conftest also stops; this one joins before asserting)."""
-    yield
-    job = training.current_job()
-    if job is not None and job.is_alive:
-        training.stop_job()
-        assert job.join(60), "a training job did not stop within 60 s"
-
-
 def open_page(page: str) -> AppTest:
     """Run the real entry (page config, navigation), then the page, as a browser would."""
     at = AppTest.from_file(str(DASHBOARD), default_timeout=RUN_TIMEOUT).run()
