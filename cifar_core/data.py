@@ -341,11 +341,7 @@ def _read_cache(cache_dir: Path, path: Path) -> Optional[Dataset]:
         arrays = {a: np.load(folder / f"{a}.npy", allow_pickle=False) for a in _ARRAYS}
     except (OSError, ValueError):
         return None  # a damaged cache is rebuilt, never trusted
-    return Dataset(**arrays, source=f"{_load_source_name(path)} (cached)")
-
-
-def _load_source_name(path: Path) -> str:
-    return f"local copy at {path}"
+    return Dataset(**arrays, source=f"local copy at {path} (cached)")
 
 
 def _write_cache(cache_dir: Path, path: Path, dataset: Dataset) -> None:
