@@ -125,6 +125,15 @@ def test_home_lists_the_run_links_every_page_and_names_the_data_source(with_run)
     assert {"Train", "Evaluate", "Predict", "Browse", "Runs"} <= labels
 
 
+def last_line_in_fresh_process(code: str, artifacts) -> str:
+    """Run `code` in a new interpreter (nothing imported yet) and return its last printed line."""
+    env = dict(os.environ, CIFAR_ARTIFACTS_DIR=str(artifacts), CIFAR10_DATA="synthetic")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
 def test_home_runs_and_idle_train_do_not_import_tensorflow(with_run, artifacts):
     code = f"""
 import sys
@@ -137,11 +146,7 @@ for page in ("pages/runs.py", "pages/train.py"):
     assert not at.exception, at.exception
 print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
 """
-    env = dict(os.environ, CIFAR_ARTIFACTS_DIR=str(artifacts), CIFAR10_DATA="synthetic")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert last_line_in_fresh_process(code, artifacts) == "[]"
 
 
 def test_a_deep_link_into_a_fresh_server_goes_through_the_entry(artifacts):
@@ -155,11 +160,7 @@ at.switch_page("pages/runs.py").run()
 assert not at.exception, at.exception
 print(nav._entry_ran, [t.value for t in at.title], dict(at.query_params))
 """
-    env = dict(os.environ, CIFAR_ARTIFACTS_DIR=str(artifacts), CIFAR10_DATA="synthetic")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "True ['Runs'] {}"
+    assert last_line_in_fresh_process(code, artifacts) == "True ['Runs'] {}"
 
 
 def test_page_runs_leave_the_training_threads_keras_state_alone(artifacts):
