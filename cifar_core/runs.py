@@ -20,7 +20,6 @@ from .paths import runs_dir
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ACTIVE = ("running", "stopping")  # statuses of a run whose trainer is alive
-FINAL = ("completed", "stopped", "failed", "interrupted")
 MIN_FREE_BYTES = 200 * 1024 * 1024  # a run writes ~35 MB per checkpoint; refuse below this
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 

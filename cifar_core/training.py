@@ -21,7 +21,7 @@ from .config import TrainConfig
 from .data import Dataset, resolve_source
 
 MAX_BATCH_POINTS = 2000  # per-batch curve length kept in memory; older points are thinned
-ACTIVE_STATUSES = ("preparing", "running", "stopping")
+ACTIVE_STATUSES = ("preparing", *runs.ACTIVE)  # "preparing" lives only in memory
 
 
 class JobBusyError(RuntimeError):
