@@ -305,14 +305,14 @@ def instrument_fit(timer) -> dict[str, Any]:
 
 
 def patch_build_model(bf16: bool = False, xla: bool = False) -> None:
-    """What-ifs inside cifar_core.model.build_model: mixed_bfloat16 and/or jit_compile. Keras
+    """What-ifs inside cifar_core.models.build_model: mixed_bfloat16 and/or jit_compile. Keras
     keeps the dtype policy per thread and the job builds its model in its own thread, so the
     policy is set inside build_model (the job imports it when it starts)."""
     if not (bf16 or xla):
         return
     import keras
 
-    import cifar_core.model as cmodel
+    import cifar_core.models as cmodel
 
     original = cmodel.build_model
 

@@ -57,7 +57,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     C.configure_tensorflow(opts.get("intra"), opts.get("inter"))
     import keras
 
-    import cifar_core.model as cmodel
+    import cifar_core.models as cmodel
     from cifar_core import training
     from cifar_core.config import TrainConfig
     from cifar_core.data import NUM_CLASSES

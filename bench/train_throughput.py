@@ -119,7 +119,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"ours ended {snap.status}: {snap.error}")
         effective_val = config.validation_batch_size
     else:
-        import cifar_core.model as cmodel
+        import cifar_core.models as cmodel
 
         model = cmodel.build_model(config)
         if base == "plain":
@@ -220,7 +220,7 @@ def validation_micro(spec: dict[str, Any]) -> dict[str, Any]:
     from cifar_core import training
     from cifar_core.config import TrainConfig
     from cifar_core.data import NUM_CLASSES
-    from cifar_core.model import build_model
+    from cifar_core.models import build_model
 
     config = TrainConfig(data=spec["data"], train_subset=spec["train_subset"], test_subset=spec["test_subset"],
                          seed=spec["seed"])

@@ -14,6 +14,8 @@ from plotly.subplots import make_subplots
 from .data import CLASS_NAMES
 
 METRIC_TITLES = {"loss": "Loss over Epochs", "accuracy": "Accuracy over Epochs"}
+TIME_TITLES = {"loss": "Loss over training time", "accuracy": "Accuracy over training time"}
+X_AXES = ("epoch", "minutes")  # curves against epochs, or against cumulative training minutes
 TRAIN_COLOR = "#1f77b4"
 VAL_COLOR = "#ff7f0e"
 HIGHLIGHT_COLOR = "#d62728"
@@ -55,42 +57,70 @@ def _no_data(fig: go.Figure, text: str) -> go.Figure:
     return fig
 
 
-def epoch_curves(history: Mapping[str, Sequence[float]], metric: str = "loss") -> go.Figure:
-    """Training vs validation `metric` ('loss' or 'accuracy') per epoch, titled e.g. "Loss over Epochs"."""
+def _check(metric: str, x: str) -> None:
     if metric not in METRIC_TITLES:
         raise ValueError(f"metric must be one of {', '.join(METRIC_TITLES)}, got {metric!r}")
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
+
+
+def _x_values(history: Mapping[str, Sequence[float]], n: int, x: str) -> Optional[list[float]]:
+    """Epoch numbers, or training minutes at each epoch's end (None if the run did not record them)."""
+    if x == "epoch":
+        return list(range(1, n + 1))
+    seconds = list(history.get("train_seconds", []))
+    if len(seconds) < n:
+        return None
+    return [round(float(s) / 60, 3) for s in seconds[:n]]
+
+
+def epoch_curves(history: Mapping[str, Sequence[float]], metric: str = "loss", x: str = "epoch") -> go.Figure:
+    """Training vs validation `metric` ('loss' or 'accuracy') per epoch, titled e.g. "Loss over Epochs";
+    with x="minutes", against cumulative training minutes (validation excluded)."""
+    _check(metric, x)
     fig = go.Figure()
     series = (("training", history.get(metric, []), TRAIN_COLOR),
               ("validation", history.get(f"val_{metric}", []), VAL_COLOR))
     for name, values, color in series:
-        if len(values):
+        xs = _x_values(history, len(values), x)
+        if len(values) and xs is not None:
             fig.add_trace(go.Scatter(
-                x=list(range(1, len(values) + 1)), y=_clean(values), name=name, mode="lines+markers",
+                x=xs, y=_clean(values), name=name, mode="lines+markers",
                 line=dict(color=color), connectgaps=False,
             ))
-    _style(fig, METRIC_TITLES[metric], "Epoch", metric, metric, revision=metric)
+    titles = METRIC_TITLES if x == "epoch" else TIME_TITLES
+    _style(fig, titles[metric], "Epoch" if x == "epoch" else "Training minutes", metric, metric,
+           revision=f"{metric}-{x}")
     if not fig.data:
-        return _no_data(fig, "No completed epoch yet")
-    fig.update_xaxes(tick0=1, dtick=max(1, len(fig.data[0].x) // 10))
+        return _no_data(fig, "No completed epoch yet" if x == "epoch" or not history.get(metric)
+                        else "This run did not record its training time")
+    if x == "epoch":
+        fig.update_xaxes(tick0=1, dtick=max(1, len(fig.data[0].x) // 10))
+    else:
+        fig.update_xaxes(rangemode="tozero")
     return fig
 
 
-def overlay_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metric: str = "loss") -> go.Figure:
-    """Several runs' `metric` per epoch in one chart: one colour per run, validation solid,
-    training dotted."""
-    if metric not in METRIC_TITLES:
-        raise ValueError(f"metric must be one of {', '.join(METRIC_TITLES)}, got {metric!r}")
+def overlay_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metric: str = "loss",
+                   x: str = "epoch") -> go.Figure:
+    """Several runs' `metric` per epoch (or per training minute) in one chart: one colour per
+    run, validation solid, training dotted. Runs without recorded training time are left out of
+    the minutes view."""
+    _check(metric, x)
     fig = go.Figure()
     for i, (label, history) in enumerate(histories.items()):
         color = RUN_COLORS[i % len(RUN_COLORS)]
         for key, dash, suffix in ((f"val_{metric}", "solid", "validation"), (metric, "dot", "training")):
             values = history.get(key, [])
-            if len(values):
+            xs = _x_values(history, len(values), x)
+            if len(values) and xs is not None:
                 fig.add_trace(go.Scatter(
-                    x=list(range(1, len(values) + 1)), y=_clean(values), name=f"{label} · {suffix}",
+                    x=xs, y=_clean(values), name=f"{label} · {suffix}",
                     mode="lines+markers", line=dict(color=color, dash=dash), legendgroup=label,
                 ))
-    _style(fig, METRIC_TITLES[metric], "Epoch", metric, metric, revision=f"overlay-{metric}")
+    titles = METRIC_TITLES if x == "epoch" else TIME_TITLES
+    _style(fig, titles[metric], "Epoch" if x == "epoch" else "Training minutes", metric, metric,
+           revision=f"overlay-{metric}-{x}")
     fig.update_layout(hovermode="closest", height=CHART_HEIGHT + 40 + 20 * len(histories),
                       legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0))
     if not fig.data:
@@ -190,4 +220,21 @@ def probability_bars(probabilities: Sequence[float], class_names: Sequence[str] 
     fig.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=50, b=10))
     fig.update_xaxes(range=[0, 1], tickformat=".0%", title_text="probability")
     fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def time_to_accuracy_bars(rows: Sequence[Mapping[str, object]], thresholds: Sequence[float]) -> go.Figure:
+    """Grouped bars: minutes of training each run needed to first reach each validation accuracy.
+    `rows` come from evaluation.time_to_accuracy_table; a run that never got there has no bar."""
+    fig = go.Figure()
+    for i, t in enumerate(thresholds):
+        key = f"{t:.0%}"
+        fig.add_trace(go.Bar(x=[str(r["run"]) for r in rows], y=[r.get(key) for r in rows], name=f"to {key}",
+                             marker_color=RUN_COLORS[i % len(RUN_COLORS)]))
+    fig.update_layout(title="Training minutes to reach a test accuracy", barmode="group", height=CHART_HEIGHT,
+                      margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    fig.update_yaxes(title_text="minutes", rangemode="tozero")
+    if not rows:
+        return _no_data(fig, "Choose runs that recorded their training time")
     return fig

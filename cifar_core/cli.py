@@ -11,33 +11,64 @@ from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from . import runs, training
-from .config import TrainConfig
+from .config import ARCHITECTURES, TTA_LEVELS, TrainConfig
+from .presets import DEFAULT_PRESET, PRESETS, preset_config
 from .data import DataError, describe_source
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training set (default {d.epochs})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"Adam step size (default {d.learning_rate})")
-    p.add_argument("--dropout", type=float, default=d.dropout, help=f"rate of every Dropout layer (default {d.dropout})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    """Recipe options default to the chosen preset's values; given ones override them."""
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help="; ".join(f"{n}: {pr.description}" for n, pr in PRESETS.items()) + f" (default {DEFAULT_PRESET})")
+    p.add_argument("--epochs", type=int, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument("--learning-rate", type=float, help="peak learning rate")
+    p.add_argument("--dropout", type=float, help="rate of every Dropout layer")
+    p.add_argument("--seed", type=int, default=TrainConfig().seed, help="random seed (default %(default)s)")
     p.add_argument("--data", default=None, help="'keras' (download), 'synthetic', or a local path: "
                    "cifar-10-python.tar.gz, cifar-10-batches-py/, or an image folder (default: $CIFAR10_DATA or keras)")
     p.add_argument("--train-subset", type=int, default=None, help="train on this many images only")
     p.add_argument("--test-subset", type=int, default=None, help="validate/evaluate on this many test images only")
+    p.add_argument("--architecture", choices=ARCHITECTURES)
+    p.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")), metavar="A,B,C",
+                   help="airbench block widths, e.g. 32,128,128")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--lr-schedule", choices=("constant", "cosine", "onecycle"))
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--augment", choices=("none", "flip", "flip_translate"))
+    p.add_argument("--weight-averaging", choices=("none", "ema", "lookahead"))
+    p.add_argument("--early-stopping-patience", type=int)
+    p.add_argument("--tta", choices=TTA_LEVELS)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The preset's config with every option the user gave applied on top."""
+    names = ("epochs", "batch_size", "learning_rate", "dropout", "seed", "data", "train_subset", "test_subset",
+             "architecture", "widths", "optimizer", "weight_decay", "lr_schedule", "warmup_epochs",
+             "label_smoothing", "augment", "weight_averaging", "early_stopping_patience", "tta")
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    config = preset_config(args.preset, **given)
+    if "epochs" in given and "warmup_epochs" not in given and config.warmup_epochs:
+        # keep the warm-up's share of the schedule when only the length changes
+        share = PRESETS[args.preset].values.get("warmup_epochs", 0) / PRESETS[args.preset].values.get("epochs", 1)
+        config = config.replace(warmup_epochs=round(share * config.epochs, 3))
+    return config
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cifar_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train the assignment's CNN and save a run")
+    t = sub.add_parser("train", help="train a preset (default: the assignment's CNN) and save a run")
     _add_config_options(t)
     r = sub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
     r.add_argument("run_id")
     r.add_argument("--epochs", type=int, default=None, help="new total number of epochs")
     e = sub.add_parser("evaluate", help="test loss and accuracy of a run, and its first four test images")
     e.add_argument("run_id", nargs="?", help="default: the newest run with a model")
+    e.add_argument("--tta", choices=TTA_LEVELS, default=None,
+                   help="also report test-time-augmented accuracy (default: the run's recipe)")
     p = sub.add_parser("predict", help="classify image files with a run's model")
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--run", dest="run_id", default=None, help="default: the newest run with a model")
@@ -63,10 +94,8 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
 
 
 def _train(args: argparse.Namespace, out: TextIO) -> int:
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         dropout=args.dropout, seed=args.seed, data=args.data,
-                         train_subset=args.train_subset, test_subset=args.test_subset)
-    print(f"data: {describe_source(config.data)}", file=out)
+    config = config_from_args(args)
+    print(f"preset: {config.preset}; data: {describe_source(config.data)}", file=out)
     return _follow(training.start_job(config), out)
 
 
@@ -87,7 +116,8 @@ def _follow(job: training.TrainingJob, out: TextIO) -> int:
                 i = epochs_printed
                 line = (f"epoch {i + 1}/{snap.epochs}: loss {hist['loss'][i]:.4f} acc {hist['accuracy'][i]:.4f}"
                         + (f" val_loss {hist['val_loss'][i]:.4f} val_acc {hist['val_accuracy'][i]:.4f}"
-                           if "val_accuracy" in hist and i < len(hist["val_accuracy"]) else ""))
+                           if "val_accuracy" in hist and i < len(hist["val_accuracy"]) else "")
+                        + (f" train {hist['train_seconds'][i]:.0f} s" if i < len(hist.get("train_seconds", [])) else ""))
                 print(("\r" if tty else "") + line.ljust(len(last_line)), file=out)
                 epochs_printed += 1
                 last_line = ""
@@ -109,7 +139,9 @@ def _follow(job: training.TrainingJob, out: TextIO) -> int:
         raise _Failure(f"training failed: {snap.error} (history so far kept in {job.run_dir})")
     m = snap.metrics or {}
     print(f"{snap.status}: {len(snap.history.get('loss', []))} epochs in {snap.finished_at - snap.started_at:.0f} s; "
-          f"test loss {m.get('test_loss', float('nan')):.4f}, test accuracy {m.get('test_accuracy', float('nan')):.2%}",
+          f"test loss {m.get('test_loss', float('nan')):.4f}, test accuracy {m.get('test_accuracy', float('nan')):.2%}"
+          + (f", with TTA ({m['tta']}) {m['test_accuracy_tta']:.2%}" if "test_accuracy_tta" in m else "")
+          + (f"; training time {snap.history['train_seconds'][-1]:.0f} s" if snap.history.get("train_seconds") else ""),
           file=out)
     print(f"saved run {job.run_id} in {job.run_dir}", file=out)
     return 0
@@ -145,9 +177,12 @@ def _evaluate(args: argparse.Namespace, out: TextIO) -> int:
         raise _Failure(f"run {run_id} is broken: {run.broken}")
     model = runs.load_model(run_id)
     data = evaluation.run_test_data(run)
-    metrics = evaluation.evaluate_model(model, data, run.path, batch_size=run.config.validation_batch_size)
+    metrics = evaluation.evaluate_model(model, data, run.path, batch_size=run.config.validation_batch_size,
+                                        tta=args.tta or run.config.tta)
     print(f"run {run_id}: test loss {metrics['test_loss']:.4f}, test accuracy {metrics['test_accuracy']:.2%} "
-          f"on {metrics['num_test_images']} images", file=out)
+          f"on {metrics['num_test_images']} images"
+          + (f"; with TTA ({metrics['tta']}) {metrics['test_accuracy_tta']:.2%}" if "tta" in metrics else ""),
+          file=out)
     print("first four test images:", file=out)
     for item in predict.first_four(model, data):
         mark = "right" if item["correct"] else "WRONG"

@@ -52,8 +52,10 @@ def predict_test_set(model: Any, x_test: np.ndarray, batch_size: int = 256) -> n
     return np.concatenate(chunks) if chunks else np.zeros((0, NUM_CLASSES), np.float32)
 
 
-def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 256) -> dict[str, Any]:
-    """Predict the test set once: write metrics.json and cache the predictions for browsing."""
+def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 256,
+                   tta: str = "none") -> dict[str, Any]:
+    """Predict the test set once: write metrics.json and cache the predictions for browsing.
+    With `tta` other than "none", also report the test-time-augmented accuracy beside it."""
     preds = TestPredictions(predict_test_set(model, data.x_test, batch_size), np.asarray(data.y_test))
     _save_predictions(run_dir, preds)
     metrics = {
@@ -62,8 +64,21 @@ def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 2
         "num_test_images": int(len(preds.labels)),
         "evaluated_at": time.time(),
     }
+    if tta != "none":
+        started = time.perf_counter()
+        augmented = tta_predictions(model, data, tta, batch_size)
+        metrics.update(test_accuracy_tta=augmented.accuracy, test_loss_tta=float(augmented.losses.mean()),
+                       tta=tta, tta_seconds=round(time.perf_counter() - started, 3))
     runs.write_metrics(run_dir, metrics)
     return metrics
+
+
+def tta_predictions(model: Any, data: Dataset, level: str, batch_size: int = 256) -> TestPredictions:
+    """Test-set predictions averaged over the TTA views of each image (cifar_core.recipe.tta_views)."""
+    from .recipe import predict_tta
+
+    probs = predict_tta(lambda x: predict_test_set(model, x, batch_size), data.x_test, level)
+    return TestPredictions(probs.astype(np.float32), np.asarray(data.y_test))
 
 
 def _model_stamp(run_dir: Path) -> float:
@@ -209,3 +224,33 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
     if summary.get("val_loss_min_epoch") and summary["val_loss_min_epoch"] < summary["epochs"]:
         lines.append(f"Validation loss was lowest at epoch {summary['val_loss_min_epoch']} and rose afterwards.")
     return lines
+
+
+ACCURACY_MILESTONES = (0.7, 0.8, 0.9)  # the time-to-accuracy comparison's columns
+
+
+def time_to_accuracy(history: dict[str, list[float]], threshold: float) -> Optional[float]:
+    """Training minutes until validation accuracy first reached `threshold` (None: never, or the
+    run recorded no training time)."""
+    accs, seconds = history.get("val_accuracy", []), history.get("train_seconds", [])
+    for acc, sec in zip(accs, seconds):
+        if acc is not None and acc == acc and acc >= threshold:
+            return round(float(sec) / 60, 2)
+    return None
+
+
+def time_to_accuracy_table(histories: dict[str, dict[str, list[float]]],
+                           thresholds: tuple[float, ...] = ACCURACY_MILESTONES) -> list[dict[str, Any]]:
+    """One row per run that recorded training time: minutes to each threshold, the best accuracy
+    and the total training minutes."""
+    rows = []
+    for label, history in histories.items():
+        seconds = history.get("train_seconds", [])
+        if not seconds:
+            continue
+        accs = [a for a in history.get("val_accuracy", []) if a == a]
+        row: dict[str, Any] = {"run": label}
+        row.update({f"{t:.0%}": time_to_accuracy(history, t) for t in thresholds})
+        row.update({"best accuracy": max(accs) if accs else None, "training minutes": round(seconds[-1] / 60, 2)})
+        rows.append(row)
+    return rows

@@ -21,7 +21,7 @@ from .paths import runs_dir
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ACTIVE = ("running", "stopping")  # statuses of a run whose trainer is alive
 MIN_FREE_BYTES = 200 * 1024 * 1024  # a run writes ~35 MB per checkpoint; refuse below this
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "train_seconds")
 
 # Run ids trained by this process right now; the training module keeps it current.
 LIVE_RUN_IDS: set[str] = set()
@@ -321,6 +321,9 @@ def load_model(run_id: str):
         raise RunError(f"run {run_id} has no saved model yet")
     import keras
 
+    from .models import register_custom_objects
+
+    register_custom_objects()
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors...

@@ -122,6 +122,8 @@ def _make_callback(state: JobState, job: "TrainingJob", run_dir: Path, batches_p
 
         def on_epoch_begin(self, epoch, logs=None):
             self._rate_origin = None  # (time, batches) at the first batch's end: skips tracing/warm-up
+            self._epoch_start = time.perf_counter()
+            self._train_end = None
             state.update(epoch=epoch + 1, batch=0, message=f"Training epoch {epoch + 1}")
 
         def on_train_batch_end(self, batch, logs=None):
@@ -149,6 +151,8 @@ def _make_callback(state: JobState, job: "TrainingJob", run_dir: Path, batches_p
                 raise _StopRequested()
 
         def on_test_begin(self, logs=None):
+            if self._train_end is None:
+                self._train_end = time.perf_counter()
             state.update(message="Validating on the test set")
 
         def on_test_batch_end(self, batch, logs=None):
@@ -156,7 +160,10 @@ def _make_callback(state: JobState, job: "TrainingJob", run_dir: Path, batches_p
                 raise _StopRequested()
 
         def on_epoch_end(self, epoch, logs=None):
+            trained = (self._train_end or time.perf_counter()) - self._epoch_start
+            before = state.get("history").get("train_seconds") or [0.0]  # a resumed run continues the count
             logs = {k: float(v) for k, v in (logs or {}).items() if k in runs.HISTORY_KEYS}
+            logs["train_seconds"] = round(before[-1] + trained, 3)
             history = state.add_epoch(logs)
             state.update(message=f"Saving checkpoint of epoch {epoch + 1}")
             runs.write_history(run_dir, history)
@@ -222,23 +229,32 @@ class TrainingJob:
         import tensorflow as tf
 
         from .evaluation import evaluate_model
-        from .model import build_model
+        from .models import build_model, register_custom_objects
+        from .recipe import recipe_callbacks
 
         cfg = self.config
         self.state.update(message="Loading data")
         data = self._dataset or load_training_data(cfg)
         keras.utils.set_random_seed(cfg.seed)
-        if self._resume_from is not None:
-            model = keras.saving.load_model(self._resume_from, safe_mode=True)
-        else:
-            model = build_model(cfg)
         train_ds = make_tf_dataset(data.x_train, data.y_train, cfg.batch_size, shuffle_seed=cfg.seed)
         val_ds = make_tf_dataset(data.x_test, data.y_test, cfg.validation_batch_size)
         batches = int(tf.data.experimental.cardinality(train_ds))
+        if self._resume_from is not None:
+            # compile=True restores the optimizer's state and its schedule's step with the weights
+            register_custom_objects()
+            model = keras.saving.load_model(self._resume_from, safe_mode=True)
+            if cfg.lr_schedule != "constant" or cfg.warmup_epochs:
+                # an extended run re-plans its schedule over the new length; the step count carries on
+                from .recipe import make_schedule
+
+                model.optimizer.learning_rate = make_schedule(cfg, batches)
+        else:
+            model = build_model(cfg, x_train=data.x_train, steps_per_epoch=batches)
         initial_epoch = self.state.snapshot().initial_epoch
         self.state.update(status="stopping" if self.stop_requested else "running", batches_per_epoch=batches,
                           message="Training")
-        callbacks = [_make_callback(self.state, self, self.run_dir, batches, cfg.batch_size)]
+        callbacks = [*recipe_callbacks(cfg, batches),
+                     _make_callback(self.state, self, self.run_dir, batches, cfg.batch_size)]
         stopped = self.stop_requested
         if not stopped and initial_epoch < cfg.epochs:
             try:
@@ -248,9 +264,10 @@ class TrainingJob:
                 stopped = True
         self.state.update(status="stopping" if stopped else "running", message="Saving the model")
         runs.save_model(model, self.run_dir / "model.keras")
-        (self.run_dir / "checkpoint.keras").unlink(missing_ok=True)
+        if not stopped:  # a stopped run keeps its last epoch's checkpoint: resume continues from there
+            (self.run_dir / "checkpoint.keras").unlink(missing_ok=True)
         self.state.update(message="Evaluating on the test set")
-        metrics = evaluate_model(model, data, self.run_dir, batch_size=cfg.validation_batch_size)
+        metrics = evaluate_model(model, data, self.run_dir, batch_size=cfg.validation_batch_size, tta=cfg.tta)
         self._finish("stopped" if stopped else "completed", metrics=metrics)
 
     def _finish(self, status: str, *, error: Optional[str] = None, detail: Optional[str] = None,
@@ -341,7 +358,10 @@ def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Option
             raise runs.RunError(f"run {run_id} is broken ({run.broken}) and cannot be resumed")
         if run.is_active:
             raise runs.RunError(f"run {run_id} is still training")
-        source = run.model_path
+        # Continue from the state at the end of the last completed epoch (weights, optimizer, schedule
+        # step): the checkpoint where there is one, else the final model of a completed run.
+        checkpoint, final = run.path / "checkpoint.keras", run.path / "model.keras"
+        source = checkpoint if checkpoint.is_file() else run.model_path
         if source is None:
             raise runs.RunError(f"run {run_id} has no checkpoint to resume from")
         config = run.config if epochs is None else run.config.replace(epochs=epochs)
@@ -355,6 +375,11 @@ def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Option
                            pid=os.getpid(), host=socket.gethostname(),
                            resumed_at=time.time(), resumed_from_epoch=done)
         (run.path / "metrics.json").unlink(missing_ok=True)
+        if source == final:
+            os.replace(final, checkpoint)  # readers now load the state the history ends at
+            source = checkpoint
+        else:
+            final.unlink(missing_ok=True)  # weights from mid-epoch, ahead of the history: retired
         job = TrainingJob(config, run.path, dataset=dataset, history=history, initial_epoch=done,
                           resume_from=source)
         _current = job

@@ -72,6 +72,17 @@ def predictions_for(run: runs.Run) -> tuple[TestPredictions, Dataset]:
     return preds, data
 
 
+@st.cache_data(max_entries=8, show_spinner="Predicting augmented copies of the test set…")
+def _tta_accuracy(run_id: str, stamp: int, config_json: str, level: str) -> float:
+    return evaluation.tta_predictions(_model(run_id, stamp), _test_data(run_id, config_json), level).accuracy
+
+
+def tta_accuracy_for(run: runs.Run, level: str) -> float:
+    """Test accuracy of the run's model averaged over `level`'s augmented copies (once per model)."""
+    _usable(run)
+    return _tta_accuracy(run.run_id, model_stamp(run), run.config.to_json(), level)
+
+
 PREVIEW_PIXELS = 512  # the original is kept only this large: a 40 MP upload would be ~120 MB
 
 

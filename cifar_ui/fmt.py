@@ -57,7 +57,9 @@ def when(timestamp: Optional[float]) -> str:
 def config_summary(config: Optional[TrainConfig]) -> str:
     if config is None:
         return DASH
-    parts = [f"{config.epochs} epochs", f"batch {config.batch_size}", f"lr {config.learning_rate:g}",
+    parts = [config.preset, config.architecture if config.architecture != "airbench"
+             else f"airbench {'/'.join(map(str, config.widths))}",
+             f"{config.epochs} epochs", f"batch {config.batch_size}", f"{config.optimizer} lr {config.learning_rate:g}",
              f"dropout {config.dropout:g}", f"seed {config.seed}", config.data or "default data"]
     if config.train_subset or config.test_subset:
         parts.append(f"subset {config.train_subset or 'all'}/{config.test_subset or 'all'}")
@@ -70,9 +72,10 @@ def status_badge(status: str) -> str:
 
 
 def run_label(run: Run) -> str:
-    """One line for pickers: id, status, test accuracy."""
+    """One line for pickers: id, preset, status, test accuracy."""
     extra = f" · test acc {pct(run.test_accuracy)}" if run.test_accuracy is not None else ""
-    return f"{run.run_id} · {run.status}{extra}"
+    preset = f" · {run.config.preset}" if run.config is not None else ""
+    return f"{run.run_id}{preset} · {run.status}{extra}"
 
 
 def epochs_text(run: Run) -> str:
@@ -90,9 +93,12 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
             "status": "broken" if r.broken else r.status,
             "epochs": epochs_text(r),
             "test accuracy": r.test_accuracy,
+            "with TTA": (r.metrics or {}).get("test_accuracy_tta"),
+            "training time": duration(r.history["train_seconds"][-1]) if r.history.get("train_seconds") else DASH,
             "duration": duration(r.duration_seconds),
             "config": config_summary(r.config),
             "problem": r.broken or r.error or "",
         })
-    columns = ["run", "started", "status", "epochs", "test accuracy", "duration", "config", "problem"]
+    columns = ["run", "started", "status", "epochs", "test accuracy", "with TTA", "training time", "duration",
+               "config", "problem"]
     return pd.DataFrame(rows, columns=columns)

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from cifar_core import charts, evaluation
+from cifar_core.config import TTA_LEVELS
 from cifar_ui import cache, fmt, gallery, nav, widgets
 
 nav.require_entry(nav.EVALUATE)
@@ -26,11 +27,29 @@ except cache.LOAD_ERRORS as exc:
     st.stop()
 
 score = gallery.scores(preds)
-cols = st.columns(4)
-cols[0].metric("Test accuracy", fmt.pct(score["test_accuracy"]))
-cols[1].metric("Test loss", fmt.number(score["test_loss"]))
-cols[2].metric("Test images", f"{score['num_test_images']:,}")
-cols[3].metric("Epochs trained", fmt.epochs_text(run))
+recorded = run.metrics or {}
+tta = "test_accuracy_tta" in recorded
+cols = iter(st.columns(5 if tta else 4))
+next(cols).metric("Test accuracy", fmt.pct(score["test_accuracy"]), help="Plain: one view per test image.")
+next(cols).metric("Test loss", fmt.number(score["test_loss"]))
+if tta:
+    next(cols).metric(f"With TTA ({recorded['tta']})", fmt.pct(recorded["test_accuracy_tta"]),
+                      help="Recorded at the end of training: the mean prediction over augmented copies of "
+                           "each image.")
+next(cols).metric("Test images", f"{score['num_test_images']:,}")
+next(cols).metric("Epochs trained", fmt.epochs_text(run))
+with st.expander("Test-time augmentation", icon=":material/flip:"):
+    st.caption("Averages the model's predictions over mirrored (flip) and also one-pixel-shifted (flip_shift) "
+               "copies of each test image. Costs 2 or 6 predictions per image; the model is unchanged.")
+    level = st.selectbox("Views", [t for t in TTA_LEVELS if t != "none"], key="evaluate_tta_level")
+    if st.button("Evaluate with TTA", icon=":material/play_arrow:"):
+        try:
+            acc = cache.tta_accuracy_for(run, level)
+        except cache.LOAD_ERRORS as exc:
+            st.error(f"Cannot evaluate run {run.run_id}: {exc}", icon=":material/error:")
+        else:
+            st.metric(f"Test accuracy with TTA ({level})", fmt.pct(acc),
+                      delta=f"{(acc - score['test_accuracy']) * 100:+.1f} points vs plain")
 
 st.subheader(f"First {FIRST_N} test images")
 tiles = st.columns(FIRST_N)

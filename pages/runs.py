@@ -1,8 +1,9 @@
 """Runs: every run in a table (broken ones with their reason), curves of several runs overlaid,
 downloads of a run's model and history, and deleting a run after confirmation."""
+import pandas as pd
 import streamlit as st
 
-from cifar_core import charts, runs
+from cifar_core import charts, evaluation, runs
 from cifar_ui import fmt, nav, widgets
 
 nav.require_entry(nav.RUNS)
@@ -24,6 +25,7 @@ st.dataframe(
     column_config={
         "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
         "test accuracy": st.column_config.NumberColumn(format="percent"),
+        "with TTA": st.column_config.NumberColumn(format="percent"),
         "config": st.column_config.TextColumn(width="large"),
         "problem": st.column_config.TextColumn(width="large"),
     },
@@ -36,10 +38,24 @@ if not with_history:
 else:
     chosen = st.multiselect("Runs", [r.run_id for r in with_history],
                             default=[r.run_id for r in with_history[:COMPARE_DEFAULT]])
-    histories = {r.run_id: r.history for r in with_history if r.run_id in chosen}
+    labels = {r.run_id: f"{r.run_id} ({r.config.preset})" if r.config else r.run_id for r in with_history}
+    histories = {labels[r.run_id]: r.history for r in with_history if r.run_id in chosen}
+    x_axis = st.segmented_control("Curves against", charts.X_AXES, default="epoch", key="runs_x",
+                                  format_func={"epoch": "Epochs", "minutes": "Training minutes"}.get) or "epoch"
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.overlay_curves(histories, "loss"))
-    c2.plotly_chart(charts.overlay_curves(histories, "accuracy"))
+    c1.plotly_chart(charts.overlay_curves(histories, "loss", x=x_axis))
+    c2.plotly_chart(charts.overlay_curves(histories, "accuracy", x=x_axis))
+
+    st.subheader("Time to accuracy")
+    table = evaluation.time_to_accuracy_table(histories)
+    if not table:
+        st.caption("None of the chosen runs recorded its training time (runs from before this was measured).")
+    else:
+        st.caption("Training minutes (validation and saving excluded) until the test accuracy after an epoch "
+                   "first reached each mark; empty where it never did.")
+        st.dataframe(pd.DataFrame(table), hide_index=True, column_config={
+            "best accuracy": st.column_config.NumberColumn(format="percent")})
+        st.plotly_chart(charts.time_to_accuracy_bars(table, evaluation.ACCURACY_MILESTONES))
 
 st.subheader("Files and deletion")
 run = widgets.pick_run(all_runs, label="Run", state_key="runs_page_run")

@@ -4,13 +4,12 @@ The job belongs to the server (`training.current_job()`), not to this tab: every
 shows the same job. The live panel polls once a second only while a job is active."""
 import streamlit as st
 
-from cifar_core import charts, data, evaluation, runs, training
-from cifar_core.config import TrainConfig
+from cifar_core import charts, data, evaluation, presets, runs, training
+from cifar_core.config import ARCHITECTURES, TTA_LEVELS, TrainConfig
 from cifar_ui import fmt, nav, widgets
 
 nav.require_entry(nav.TRAIN)
 
-DEFAULTS = TrainConfig()
 REFRESH_SECONDS = 1.0  # live panel refresh while a job runs
 SOURCES = ("keras", "synthetic")
 
@@ -21,17 +20,64 @@ busy = job is not None and (job.is_alive or snap.is_active)
 
 form_col, job_col = st.columns([1, 2], gap="large")
 
+
+def recipe_inputs(base: TrainConfig) -> dict:
+    """The recipe's knobs, filled from the preset; returns TrainConfig fields."""
+    def choice(label: str, options: tuple, value: str, **kw) -> str:
+        return st.selectbox(label, options, index=options.index(value), **kw)
+
+    out = {}
+    out["architecture"] = choice("Network", ARCHITECTURES, base.architecture,
+                                 help="assignment: the course's CNN; assignment_bn: the same with BatchNorm; "
+                                      "airbench: the compact whitening/BatchNorm net of the fast presets.")
+    w = st.columns(3)
+    out["widths"] = tuple(int(col.number_input(f"Width {i + 1}", min_value=1, max_value=2048, value=v))
+                          for i, (col, v) in enumerate(zip(w, base.widths)))
+    out["activation"] = choice("Activation", ("relu", "gelu"), base.activation)
+    out["whitening"] = st.checkbox("Patch-whitening first layer (airbench)", value=base.whitening)
+    out["dropout"] = st.slider("Dropout", min_value=0.0, max_value=0.9, value=base.dropout, step=0.05)
+    out["optimizer"] = choice("Optimizer", ("adam", "adamw", "sgd"), base.optimizer,
+                              help="sgd uses Nesterov momentum.")
+    c1, c2 = st.columns(2)
+    out["momentum"] = c1.number_input("Momentum (sgd)", min_value=0.0, max_value=0.999, value=base.momentum)
+    out["weight_decay"] = c2.number_input("Weight decay", min_value=0.0, max_value=1.0, value=base.weight_decay,
+                                          format="%.4f", help="Decoupled: weights shrink by lr x this per step.")
+    out["lr_schedule"] = choice("Learning-rate schedule", ("constant", "cosine", "onecycle"), base.lr_schedule)
+    c1, c2, c3 = st.columns(3)
+    out["warmup_epochs"] = c1.number_input("Warm-up epochs", min_value=0.0, max_value=1000.0,
+                                           value=float(base.warmup_epochs))
+    out["lr_start_factor"] = c2.number_input("Start factor", min_value=0.0, max_value=1.0,
+                                             value=base.lr_start_factor)
+    out["lr_end_factor"] = c3.number_input("End factor", min_value=0.0, max_value=1.0, value=base.lr_end_factor)
+    out["label_smoothing"] = st.number_input("Label smoothing", min_value=0.0, max_value=0.5,
+                                             value=base.label_smoothing)
+    out["augment"] = choice("Augmentation (training only)", ("none", "flip", "flip_translate"), base.augment)
+    out["weight_averaging"] = choice("Weight averaging", ("none", "ema", "lookahead"), base.weight_averaging)
+    out["early_stopping_patience"] = int(st.number_input(
+        "Early stopping patience (0: off)", min_value=0, max_value=1000, value=base.early_stopping_patience,
+        help="Stops after this many epochs without a better validation accuracy and keeps the best weights."))
+    out["tta"] = choice("Test-time augmentation", TTA_LEVELS, base.tta,
+                        help="Reported beside the plain test accuracy at the end.")
+    return out
+
+
 with form_col:
     st.subheader("New run")
+    preset_name = st.selectbox(
+        "Recipe", list(presets.PRESETS), index=list(presets.PRESETS).index(presets.DEFAULT_PRESET),
+        format_func=lambda n: presets.PRESETS[n].title, key="cifar_preset",
+        help="A preset fills the form below; every field stays editable.")
+    preset = presets.PRESETS[preset_name]
+    st.caption(f"{preset.description} Expected here: {preset.expected}.")
+    base = presets.preset_config(preset_name)
     current_source = data.resolve_source()
     sources = list(SOURCES) + ([current_source] if current_source not in SOURCES else [])
-    with st.form("config"):
-        epochs = st.number_input("Epochs", min_value=1, max_value=1000, value=DEFAULTS.epochs)
-        batch_size = st.number_input("Batch size", min_value=1, max_value=8192, value=DEFAULTS.batch_size)
-        learning_rate = st.number_input("Learning rate", min_value=0.00001, max_value=1.0,
-                                        value=DEFAULTS.learning_rate, step=0.0005, format="%.5f")
-        dropout = st.slider("Dropout", min_value=0.0, max_value=0.9, value=DEFAULTS.dropout, step=0.05)
-        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=DEFAULTS.seed)
+    with st.form(f"config-{preset_name}"):  # one form per preset: switching presets refills it
+        epochs = st.number_input("Epochs", min_value=1, max_value=1000, value=base.epochs)
+        batch_size = st.number_input("Batch size", min_value=1, max_value=8192, value=base.batch_size)
+        learning_rate = st.number_input("Learning rate (peak)", min_value=0.00001, max_value=1.0,
+                                        value=base.learning_rate, step=0.0005, format="%.5f")
+        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=base.seed)
         source = st.selectbox("Data source", sources, index=sources.index(current_source),
                               accept_new_options=True,
                               help="keras: the official download; synthetic: a demo set that trains in "
@@ -40,6 +86,8 @@ with form_col:
         c1, c2 = st.columns(2)
         train_subset = c1.number_input("Train images", min_value=1, value=None, step=1000, placeholder="all")
         test_subset = c2.number_input("Test images", min_value=1, value=None, step=500, placeholder="all")
+        with st.expander("Recipe details", icon=":material/tune:"):
+            recipe = recipe_inputs(base)
         start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
                                       disabled=busy)
     if busy:
@@ -47,10 +95,11 @@ with form_col:
                 icon=":material/hourglass_top:")
     if start:  # a stale tab can still submit while busy: start_job then says why it refuses
         try:
-            config = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
-                                 dropout=float(dropout), seed=int(seed), data=source,
-                                 train_subset=None if train_subset is None else int(train_subset),
-                                 test_subset=None if test_subset is None else int(test_subset))
+            config = presets.preset_config(
+                preset_name, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
+                seed=int(seed), data=source,
+                train_subset=None if train_subset is None else int(train_subset),
+                test_subset=None if test_subset is None else int(test_subset), **recipe)
             training.start_job(config)
         except ValueError as exc:
             st.error(f"Check the form: {exc}", icon=":material/error:")
@@ -84,11 +133,18 @@ def show_result(snap: training.JobSnapshot) -> None:
         st.error(f"Training failed: {snap.error}", icon=":material/error:")
         return
     metrics = snap.metrics or {}
-    cols = st.columns(4)
-    cols[0].metric("Test accuracy", fmt.pct(metrics.get("test_accuracy")))
-    cols[1].metric("Test loss", fmt.number(metrics.get("test_loss")))
-    cols[2].metric("Epochs", f"{len(snap.history.get('loss', []))}/{snap.epochs}")
-    cols[3].metric("Duration", fmt.duration(fmt.elapsed(snap.started_at, snap.finished_at)))
+    tta = "test_accuracy_tta" in metrics
+    cols = iter(st.columns(5 if tta else 4))
+    next(cols).metric("Test accuracy", fmt.pct(metrics.get("test_accuracy")), help="Plain: one view per image.")
+    next(cols).metric("Test loss", fmt.number(metrics.get("test_loss")))
+    if tta:
+        next(cols).metric(f"With TTA ({metrics['tta']})", fmt.pct(metrics["test_accuracy_tta"]),
+                          help="Mean prediction over augmented copies of each test image.")
+    next(cols).metric("Epochs", f"{len(snap.history.get('loss', []))}/{snap.epochs}")
+    seconds = snap.history.get("train_seconds")
+    next(cols).metric("Training time", fmt.duration(seconds[-1] if seconds else None),
+                      help=f"Excludes validation and saving; whole job "
+                           f"{fmt.duration(fmt.elapsed(snap.started_at, snap.finished_at))}.")
     summary = evaluation.describe_summary(evaluation.summarize_history(snap.history))
     st.markdown("\n".join(f"- {line}" for line in summary))
     links = st.columns(3)
@@ -112,9 +168,11 @@ def live_panel(job: training.TrainingJob, active: bool) -> None:
         else:
             show_result(snap)
         st.plotly_chart(charts.batch_curves(snap.batch_steps, snap.batch_loss, snap.batch_accuracy))
+        x_axis = st.segmented_control("Curves against", charts.X_AXES, default="epoch", key="cifar_train_x",
+                                      format_func={"epoch": "Epochs", "minutes": "Training minutes"}.get) or "epoch"
         left, right = st.columns(2)
-        left.plotly_chart(charts.epoch_curves(snap.history, "loss"))
-        right.plotly_chart(charts.epoch_curves(snap.history, "accuracy"))
+        left.plotly_chart(charts.epoch_curves(snap.history, "loss", x=x_axis))
+        right.plotly_chart(charts.epoch_curves(snap.history, "accuracy", x=x_axis))
 
     panel()
 

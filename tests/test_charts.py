@@ -31,7 +31,7 @@ def test_epoch_curves_show_training_and_validation(metric, title):
     assert [t.name for t in fig.data] == ["training", "validation"]
     assert list(fig.data[0].x) == [1, 2, 3]
     assert list(fig.data[0].y) == HISTORY[metric]
-    assert fig.layout.uirevision == metric  # live redraws keep the user's zoom
+    assert fig.layout.uirevision == f"{metric}-epoch"  # live redraws keep the user's zoom
     assert not _has_note(fig)
 
 
@@ -143,3 +143,25 @@ def test_charts_import_neither_streamlit_nor_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "[]"
+
+
+def test_curves_against_training_minutes():
+    history = {"loss": [2.0, 1.5], "val_loss": [1.8, 1.4], "accuracy": [0.3, 0.5], "val_accuracy": [0.35, 0.55],
+               "train_seconds": [90.0, 180.0]}
+    fig = charts.epoch_curves(history, "accuracy", x="minutes")
+    assert fig.layout.title.text == "Accuracy over training time"
+    assert list(fig.data[1].x) == [1.5, 3.0] and list(fig.data[1].y) == [0.35, 0.55]
+    assert fig.layout.xaxis.title.text == "Training minutes"
+    old = {k: v for k, v in history.items() if k != "train_seconds"}  # a run from before the timing
+    assert not charts.epoch_curves(old, "accuracy", x="minutes").data
+    overlay = charts.overlay_curves({"new": history, "old": old}, "accuracy", x="minutes")
+    assert {t.legendgroup for t in overlay.data} == {"new"}
+    with pytest.raises(ValueError, match="x must be"):
+        charts.epoch_curves(history, "loss", x="hours")
+
+
+def test_time_to_accuracy_bars_one_group_per_threshold():
+    rows = [{"run": "a", "70%": 2.0, "80%": 3.0, "90%": None}, {"run": "b", "70%": 1.0, "80%": None, "90%": None}]
+    fig = charts.time_to_accuracy_bars(rows, (0.7, 0.8, 0.9))
+    assert [t.name for t in fig.data] == ["to 70%", "to 80%", "to 90%"]
+    assert list(fig.data[0].y) == [2.0, 1.0] and list(fig.data[1].y) == [3.0, None]

@@ -124,7 +124,7 @@ SAVE_LOOP = """
 import sys
 from pathlib import Path
 from cifar_core.config import TrainConfig
-from cifar_core.model import build_model
+from cifar_core.models import build_model
 from cifar_core.runs import save_model
 model = build_model(TrainConfig())
 target = Path(sys.argv[1])

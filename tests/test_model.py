@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from cifar_core.config import TrainConfig
-from cifar_core.model import ASSIGNMENT_PARAMS, build_model
+from cifar_core.models import ASSIGNMENT_PARAMS, build_model
 
 EXPECTED_LAYERS = [
     "Rescaling",

@@ -407,3 +407,53 @@ def test_predict_every_odd_upload_works_or_gets_its_own_message(with_run):
         assert sum(name in e for e in errors) == 1, (name, errors)
     assert len(at.get("plotly_chart")) == len(valid)  # one top-k chart per usable picture
     assert not any("Traceback" in m.value for m in at.markdown)
+
+
+# --- recipes: the preset control, TTA, time to accuracy ---------------------------------
+
+def test_train_preset_control_fills_the_form_and_the_run_records_the_preset(artifacts):
+    at = open_page("pages/train.py")
+    assert widget(at.selectbox, "Recipe").value == "assignment"
+    assert widget(at.number_input, "Batch size").value == 64
+    widget(at.selectbox, "Recipe").set_value("fast").run()
+    assert not at.exception
+    assert "airbench-style" in texts(at.caption) and "Expected here" in texts(at.caption)
+    assert widget(at.number_input, "Batch size").value == 512  # the form was refilled
+    assert widget(at.number_input, "Learning rate (peak)").value == pytest.approx(0.75)
+    assert widget(at.selectbox, "Network").value == "airbench"
+    fill_quick_run(at, epochs=1)
+    for i, width in enumerate((8, 16, 16), start=1):  # every field stays editable
+        widget(at.number_input, f"Width {i}").set_value(width)
+    widget(at.button, "Start training").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    job = training.current_job()
+    assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
+    saved = json.loads((job.run_dir / "config.json").read_text())
+    assert saved["preset"] == "fast" and saved["architecture"] == "airbench" and saved["widths"] == [8, 16, 16]
+    assert saved["batch_size"] == QUICK["batch_size"] and saved["tta"] == "flip_shift"
+    at.run()
+    assert not at.exception
+    labels = [m.label for m in at.metric]
+    assert "With TTA (flip_shift)" in labels and "Training time" in labels
+    widget(at.button_group, "Curves against").set_value("minutes").run()
+    assert "Accuracy over training time" in chart_titles(at)
+
+
+def test_evaluate_computes_tta_on_demand(with_run):
+    at = open_page("pages/evaluate.py")
+    widget(at.selectbox, "Views").set_value("flip")
+    widget(at.button, "Evaluate with TTA").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    tta = [m for m in at.metric if m.label == "Test accuracy with TTA (flip)"]
+    assert len(tta) == 1 and re.fullmatch(r"\d{1,3}\.\d%", tta[0].value)
+    assert "points vs plain" in tta[0].delta
+
+
+def test_runs_page_compares_time_to_accuracy(with_run, artifacts):
+    history = json.loads((artifacts / "runs" / with_run / "history.json").read_text())
+    assert history["train_seconds"][0] > 0
+    at = open_page("pages/runs.py")
+    assert "Time to accuracy" in [h.value for h in at.subheader]
+    assert "Training minutes to reach a test accuracy" in chart_titles(at)
+    table = at.dataframe[-1].value
+    assert list(table.columns)[:4] == ["run", "70%", "80%", "90%"] and len(table) == 1

@@ -386,7 +386,7 @@ def test_module_imports_without_tensorflow():
 @pytest.fixture(scope="module")
 def model():
     from cifar_core.config import TrainConfig
-    from cifar_core.model import build_model
+    from cifar_core.models import build_model
 
     return build_model(TrainConfig())
 

@@ -32,7 +32,8 @@ def test_trains_end_to_end_and_saves_a_loadable_run(artifacts, tiny_data):
     snap = job.snapshot()
     assert snap.status == "completed", snap.error
     assert seen_running and seen_running[-1].batches_per_epoch == 19  # ceil(600 / 32)
-    assert set(snap.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(snap.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "train_seconds"}
+    assert 0 < snap.history["train_seconds"][0] < snap.history["train_seconds"][1]
     assert all(len(v) == 2 for v in snap.history.values())
     assert len(snap.batch_loss) == 2 * 19 and snap.batch_steps[-1] == pytest.approx(2.0)
     assert snap.images_per_second and snap.images_per_second > 0
@@ -45,7 +46,7 @@ def test_trains_end_to_end_and_saves_a_loadable_run(artifacts, tiny_data):
     assert run.config == TrainConfig(epochs=2, **QUICK)
     assert run.history["val_accuracy"] == pytest.approx(snap.history["val_accuracy"])
     assert run.metrics["test_accuracy"] == pytest.approx(snap.metrics["test_accuracy"])
-    assert (run.path / "history.csv").read_text().splitlines()[0] == "epoch,loss,accuracy,val_loss,val_accuracy"
+    assert (run.path / "history.csv").read_text().splitlines()[0] == "epoch,loss,accuracy,val_loss,val_accuracy,train_seconds"
     assert not (run.path / "checkpoint.keras").exists()  # the final model replaces the checkpoint
 
     model = runs.load_model(run.run_id)
@@ -161,7 +162,9 @@ def test_nan_loss_fails_the_job_keeps_history_and_resume_continues_curves(artifa
     assert run.epochs_done == 1  # the diverged epoch is not recorded; the good one is kept
     assert run.history["val_accuracy"] == pytest.approx(first_history["val_accuracy"])
 
-    (run.path / "model.keras").write_bytes(good_model)
+    # resume continued from (and so retired into) checkpoint.keras: that is the file to repair
+    assert not (run.path / "model.keras").exists() and (run.path / "checkpoint.keras").is_file()
+    (run.path / "checkpoint.keras").write_bytes(good_model)
     resumed = training.resume_job(job.run_id, dataset=tiny_data, epochs=2)
     assert resumed.join(120) and resumed.snapshot().status == "completed"
     run = runs.load_run(job.run_id)

@@ -300,3 +300,22 @@ def test_browse_filters_to_wrong_predictions(page, server, finished_run):
         true, predicted = re.search(rf"^({NAME}) →\s*({NAME})", text).groups()
         assert true != predicted, f"a tile under 'Wrong only' shows a right prediction: {text}"
     no_traceback(page)
+
+
+def test_train_with_the_fast_preset_records_it(page, server):
+    """Pick the Fast recipe, start, and the run's folder records preset fast and its recipe."""
+    import json
+
+    open_page(page, server.url, "/train", "Train")
+    expect(start_button(page)).to_be_enabled(timeout=TRAIN_MS)
+    choose(page, "Recipe", "Fast")
+    expect(markdown(page, r"airbench-style").first).to_be_visible()
+    # the form was refilled from the preset: the Fast recipe's batch size, not the assignment's 64
+    expect(page.get_by_label("Batch size", exact=True)).to_have_value("512")
+    run_id = start_training(page, epochs=1, batch_size=32, train_images=256, test_images=100)
+    expect(status_line(page, run_id, "completed")).to_be_visible(timeout=TRAIN_MS)
+    expect(metric(page, "With TTA")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"))
+    config = json.loads((server.artifacts_dir / "runs" / run_id / "config.json").read_text())
+    assert config["preset"] == "fast" and config["architecture"] == "airbench", config
+    assert config["batch_size"] == 32 and config["tta"] == "flip_shift"
+    no_traceback(page)

@@ -1,19 +1,20 @@
 """The assignment's CNN, with the 1/255 rescaling inside so a saved model takes raw uint8 pixels."""
 from __future__ import annotations
 
-from .config import TrainConfig
-from .data import INPUT_SHAPE, NUM_CLASSES
+from ..config import TrainConfig
+from ..data import INPUT_SHAPE, NUM_CLASSES
 
 # Pinned by tests: the assignment's network has exactly this many trainable parameters.
 ASSIGNMENT_PARAMS = 2_915_114
 
 
-def build_model(config: TrainConfig = TrainConfig()):
+def build_network(config: TrainConfig = TrainConfig()):
     """Conv 32-32 / 64-64 / 128-128 (Dropout after the first of each pair, MaxPool after the
-    second), Flatten, Dropout, Dense 1024, Dropout, Dense 512, Dropout, Dense 10 softmax;
-    compiled with Adam and categorical cross-entropy."""
+    second), Flatten, Dropout, Dense 1024, Dropout, Dense 512, Dropout, Dense 10 softmax."""
     import keras
     from keras import layers
+
+    from .augment import augmentation_layers
 
     # Every layer is named here: Keras' automatic names come from process-wide counters, which
     # another thread's keras.backend.clear_session() (Streamlit calls it after each rerun) can
@@ -21,7 +22,8 @@ def build_model(config: TrainConfig = TrainConfig()):
     def conv(filters: int, name: str) -> layers.Layer:
         return layers.Conv2D(filters, (3, 3), padding="same", activation="relu", name=name)
 
-    stack = [keras.Input(shape=INPUT_SHAPE, name="pixels"), layers.Rescaling(1.0 / 255, name="rescale")]
+    stack = [keras.Input(shape=INPUT_SHAPE, name="pixels"), *augmentation_layers(config),
+             layers.Rescaling(1.0 / 255, name="rescale")]
     for block, filters in enumerate((32, 64, 128), start=1):
         stack += [
             conv(filters, f"block{block}_conv1"),
@@ -38,10 +40,4 @@ def build_model(config: TrainConfig = TrainConfig()):
         layers.Dropout(config.dropout, name="dense512_dropout"),
         layers.Dense(NUM_CLASSES, activation="softmax", name="classes"),
     ]
-    model = keras.Sequential(stack, name="cifar10_cnn")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+    return keras.Sequential(stack, name="cifar10_cnn")
