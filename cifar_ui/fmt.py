@@ -72,10 +72,10 @@ def status_badge(status: str) -> str:
 
 
 def run_label(run: Run) -> str:
-    """One line for pickers: id, preset, status, test accuracy."""
+    """One line for pickers: id, status, test accuracy, preset."""
     extra = f" · test acc {pct(run.test_accuracy)}" if run.test_accuracy is not None else ""
     preset = f" · {run.config.preset}" if run.config is not None else ""
-    return f"{run.run_id}{preset} · {run.status}{extra}"
+    return f"{run.run_id} · {run.status}{extra}{preset}"
 
 
 def epochs_text(run: Run) -> str:

@@ -309,9 +309,11 @@ def test_train_with_the_fast_preset_records_it(page, server):
     open_page(page, server.url, "/train", "Train")
     expect(start_button(page)).to_be_enabled(timeout=TRAIN_MS)
     choose(page, "Recipe", "Fast")
-    expect(markdown(page, r"airbench-style").first).to_be_visible()
+    expect(live(page, "stCaptionContainer").filter(has_text="airbench-style").first).to_be_visible()
     # the form was refilled from the preset: the Fast recipe's batch size, not the assignment's 64
-    expect(page.get_by_label("Batch size", exact=True)).to_have_value("512")
+    batch = page.get_by_label("Batch size", exact=True)
+    expect(batch).to_have_count(1, timeout=PAGE_MS)  # the assignment's form is gone, not just stale
+    expect(batch).to_have_value("512")
     run_id = start_training(page, epochs=1, batch_size=32, train_images=256, test_images=100)
     expect(status_line(page, run_id, "completed")).to_be_visible(timeout=TRAIN_MS)
     expect(metric(page, "With TTA")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"))
