@@ -216,6 +216,8 @@ def test_second_tab_sees_the_job_and_stops_it(tabs, server):
         expect(stop_button(tab)).to_have_count(0)
 
     open_page(second, server.url, "/runs", "Runs")
+    # the picker sits below the table and charts: let the page finish, or a late rerun closes it
+    expect(second.locator(LIVE).get_by_role("button", name="Delete run")).to_be_visible(timeout=PAGE_MS)
     picker = second.get_by_role("combobox", name="Run", exact=True)
     picker.click()
     expect(second.get_by_role("option", name=re.compile(rf"^{run_id} · stopped"))).to_be_visible()
