@@ -46,7 +46,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "fast", "Fast",
         "airbench-style net at quarter width (16/64/64): whitening, BatchNorm, one-cycle Nesterov SGD, "
         "label smoothing, flip+shift, lookahead, TTA; 4 epochs.",
-        "about 5 minutes of training on a 2-core CPU: 79.1% (80.6% with TTA) in 285 s (BENCHMARKS.md section 5)",
+        "about 5 minutes of training on a 2-core CPU: 79.1% (80.6% with TTA) in 273-285 s, two runs (BENCHMARKS.md section 5)",
         _airbench(4, (16, 64, 64), 512),
     ),
     Preset(

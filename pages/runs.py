@@ -53,8 +53,11 @@ else:
     else:
         st.caption("Training minutes (validation and saving excluded) until the test accuracy after an epoch "
                    "first reached each mark; empty where it never did.")
+        marks = {f"{t:.0%}": st.column_config.NumberColumn(f"to {t:.0%}", format="%.1f min")
+                 for t in evaluation.ACCURACY_MILESTONES}
         st.dataframe(pd.DataFrame(table), hide_index=True, column_config={
-            "best accuracy": st.column_config.NumberColumn(format="percent")})
+            **marks, "best accuracy": st.column_config.NumberColumn(format="percent"),
+            "training minutes": st.column_config.NumberColumn(format="%.1f min")})
         st.plotly_chart(charts.time_to_accuracy_bars(table, evaluation.ACCURACY_MILESTONES))
 
 st.subheader("Files and deletion")
