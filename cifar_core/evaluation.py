@@ -66,18 +66,20 @@ def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 2
     }
     if tta != "none":
         started = time.perf_counter()
-        augmented = tta_predictions(model, data, tta, batch_size)
+        augmented = tta_predictions(model, data, tta, batch_size, plain=preds.probabilities)
         metrics.update(test_accuracy_tta=augmented.accuracy, test_loss_tta=float(augmented.losses.mean()),
                        tta=tta, tta_seconds=round(time.perf_counter() - started, 3))
     runs.write_metrics(run_dir, metrics)
     return metrics
 
 
-def tta_predictions(model: Any, data: Dataset, level: str, batch_size: int = 256) -> TestPredictions:
-    """Test-set predictions averaged over the TTA views of each image (cifar_core.recipe.tta_views)."""
+def tta_predictions(model: Any, data: Dataset, level: str, batch_size: int = 256,
+                    plain: Optional[np.ndarray] = None) -> TestPredictions:
+    """Test-set predictions averaged over the TTA views of each image (cifar_core.recipe.tta_views);
+    `plain` reuses predictions of the unaugmented images already made."""
     from .recipe import predict_tta
 
-    probs = predict_tta(lambda x: predict_test_set(model, x, batch_size), data.x_test, level)
+    probs = predict_tta(lambda x: predict_test_set(model, x, batch_size), data.x_test, level, plain=plain)
     return TestPredictions(probs.astype(np.float32), np.asarray(data.y_test))
 
 

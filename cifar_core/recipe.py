@@ -135,6 +135,9 @@ def tta_views(images: np.ndarray, level: str) -> list[np.ndarray]:
     return views
 
 
-def predict_tta(predict, images: np.ndarray, level: str) -> np.ndarray:
-    """Mean of `predict` (images -> probabilities) over the TTA views of `images`."""
-    return np.mean([predict(np.ascontiguousarray(v)) for v in tta_views(images, level)], axis=0)
+def predict_tta(predict, images: np.ndarray, level: str, plain: Optional[np.ndarray] = None) -> np.ndarray:
+    """Mean of `predict` (images -> probabilities) over the TTA views of `images`; `plain`, the
+    predictions for the unaugmented images when already known, stands in for the first view."""
+    views = tta_views(images, level)
+    first = plain if plain is not None else predict(images)
+    return np.mean([first, *(predict(np.ascontiguousarray(v)) for v in views[1:])], axis=0)

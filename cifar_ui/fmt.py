@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from cifar_core.config import TrainConfig
+from cifar_core.presets import matching_preset
 from cifar_core.runs import Run
 
 DASH = "—"  # shown where a value does not exist yet
@@ -57,7 +58,8 @@ def when(timestamp: Optional[float]) -> str:
 def config_summary(config: Optional[TrainConfig]) -> str:
     if config is None:
         return DASH
-    parts = [config.preset, config.architecture if config.architecture != "airbench"
+    preset = config.preset if matching_preset(config) == config.preset else f"{config.preset} (edited)"
+    parts = [preset, config.architecture if config.architecture != "airbench"
              else f"airbench {'/'.join(map(str, config.widths))}",
              f"{config.epochs} epochs", f"batch {config.batch_size}", f"{config.optimizer} lr {config.learning_rate:g}",
              f"dropout {config.dropout:g}", f"seed {config.seed}", config.data or "default data"]
