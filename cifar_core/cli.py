@@ -175,10 +175,10 @@ def _evaluate(args: argparse.Namespace, out: TextIO) -> int:
     run = runs.load_run(run_id)
     if run.broken:
         raise _Failure(f"run {run_id} is broken: {run.broken}")
-    model = runs.load_model(run_id)
+    model, stamp = runs.load_model_stamped(run_id)
     data = evaluation.run_test_data(run)
     metrics = evaluation.evaluate_model(model, data, run.path, batch_size=run.config.validation_batch_size,
-                                        tta=args.tta or run.config.tta)
+                                        tta=args.tta or run.config.tta, model_stamp=stamp)
     print(f"run {run_id}: test loss {metrics['test_loss']:.4f}, test accuracy {metrics['test_accuracy']:.2%} "
           f"on {metrics['num_test_images']} images"
           + (f"; with TTA ({metrics['tta']}) {metrics['test_accuracy_tta']:.2%}" if "tta" in metrics else ""),

@@ -121,6 +121,67 @@ def get_dataset(source: Optional[str] = None) -> Dataset:
     return _get_dataset(resolve_source(source))
 
 
+def get_test_split(source: Optional[str] = None) -> Dataset:
+    """Only the test split of `source` (the training arrays are empty), read without the training
+    images and, where the files are on disk, without TensorFlow: what pages need to show test
+    images. Equal to `get_dataset(source)`'s test split, so subsets of it match too."""
+    return _get_test_split(resolve_source(source))
+
+
+def _test_only(d: Dataset) -> Dataset:
+    empty = np.zeros((0, *INPUT_SHAPE), np.uint8)
+    return Dataset(empty, np.zeros((0,), np.int64), d.x_test, d.y_test, source=d.source)
+
+
+@functools.lru_cache(maxsize=2)
+def _get_test_split(source: str) -> Dataset:
+    from .paths import cache_dir
+
+    dataset = _load_test_split(source, cache_dir())
+    for a in _ARRAYS:
+        getattr(dataset, a).flags.writeable = False
+    return dataset
+
+
+def _load_test_split(s: str, cache_root: Optional[Path]) -> Dataset:
+    if s == "synthetic":
+        return _test_only(make_synthetic())  # generated in a blink; the test split follows the train split
+    if s == "keras":
+        downloaded = _keras_download_folder()
+        if downloaded is None:
+            return _test_only(_load_keras())  # not downloaded yet: Keras downloads it
+        x, y = _read_batch((downloaded / "test_batch").read_bytes(), str(downloaded / "test_batch"))
+        return _test_only(Dataset(x, y, x, y, source="keras.datasets.cifar10"))
+    path = Path(s).expanduser()
+    if cache_root is not None and path.exists():
+        for key in (_cache_key(path), _cache_key(path) + "-test"):  # a whole-source cache, or a test-only one
+            cached = _read_cache(Path(cache_root), path, key=key, arrays=("x_test", "y_test"))
+            if cached is not None:
+                return cached
+    if not path.is_dir() or any((c / "data_batch_1").is_file() for c in (path, path / "cifar-10-batches-py")):
+        return _test_only(load_dataset(s, cache_dir=cache_root))  # batches and archives: read whole
+    root = next((c for c in (path, *sorted(p for p in path.iterdir() if p.is_dir()))
+                 if (c / "train").is_dir() and (c / "test").is_dir()), None)
+    if root is None:
+        return _test_only(load_dataset(s, cache_dir=cache_root))  # an archive inside, or a DataError
+    x, y = _read_image_split(root, "test")
+    dataset = _test_only(Dataset(x, y, x, y, source=f"image folder {root}"))
+    if cache_root is not None:
+        _write_cache(Path(cache_root), path, dataset, key=_cache_key(path) + "-test", arrays=("x_test", "y_test"))
+    return dataset
+
+
+def _keras_download_folder() -> Optional[Path]:
+    """Where keras.datasets.cifar10.load_data() extracted the batches, if it has."""
+    homes = [Path(os.environ["KERAS_HOME"])] if os.environ.get("KERAS_HOME") else []
+    homes += [Path.home() / ".keras", Path("/tmp/.keras")]
+    for home in homes:
+        folder = home / "datasets" / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+        if (folder / "test_batch").is_file():
+            return folder
+    return None
+
+
 def _load_local(path: Path) -> Dataset:
     if path.is_file():
         if path.name.endswith((".tar.gz", ".tgz", ".tar")):
@@ -239,30 +300,31 @@ def load_image_folder(root: Path) -> Dataset:
     The training split is shuffled with a fixed seed (folders are grouped by class); the test
     split keeps the folder order.
     """
-    from .predict import ImageError, prepare_image
-
     root = Path(root)
-    splits = []
-    for split in ("train", "test"):
-        images, labels = [], []
-        for label, name in enumerate(CLASS_NAMES):
-            folder = root / split / name
-            if not folder.is_dir():
-                raise DataError(f"{root} has no {split}/{name}/ folder (class folders must be {', '.join(CLASS_NAMES)})")
-            for f in sorted(folder.iterdir()):
-                if f.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:  # the same decoding as an upload: alpha, 16-bit, palettes, crop to square
-                    images.append(prepare_image(f.read_bytes(), f.name)[1])
-                except (ImageError, OSError) as exc:
-                    raise DataError(f"cannot read image {f}: {exc}") from exc
-                labels.append(label)
-        if not images:
-            raise DataError(f"{root / split} holds no .png/.jpg images")
-        splits.append((np.stack(images), np.asarray(labels, dtype=np.int64)))
-    (x_train, y_train), (x_test, y_test) = splits
+    (x_train, y_train), (x_test, y_test) = (_read_image_split(root, split) for split in ("train", "test"))
     order = np.random.default_rng(0).permutation(len(x_train))
     return Dataset(x_train[order], y_train[order], x_test, y_test, source=f"image folder {root}")
+
+
+def _read_image_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    from .predict import ImageError, prepare_image
+
+    images, labels = [], []
+    for label, name in enumerate(CLASS_NAMES):
+        folder = root / split / name
+        if not folder.is_dir():
+            raise DataError(f"{root} has no {split}/{name}/ folder (class folders must be {', '.join(CLASS_NAMES)})")
+        for f in sorted(folder.iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:  # the same decoding as an upload: alpha, 16-bit, palettes, crop to square
+                images.append(prepare_image(f.read_bytes(), f.name)[1])
+            except (ImageError, OSError) as exc:
+                raise DataError(f"cannot read image {f}: {exc}") from exc
+            labels.append(label)
+    if not images:
+        raise DataError(f"{root / split} holds no .png/.jpg images")
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
 def make_synthetic(num_train: int = SYNTHETIC_TRAIN_SIZE, num_test: int = SYNTHETIC_TEST_SIZE, seed: int = 0) -> Dataset:
@@ -333,22 +395,27 @@ def _cache_key(path: Path) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _read_cache(cache_dir: Path, path: Path) -> Optional[Dataset]:
-    folder = Path(cache_dir) / _cache_key(path)
-    if not all((folder / f"{a}.npy").is_file() for a in _ARRAYS):
+def _read_cache(cache_dir: Path, path: Path, key: Optional[str] = None,
+                arrays: tuple[str, ...] = _ARRAYS) -> Optional[Dataset]:
+    """The cached `arrays` (the others empty), or None."""
+    folder = Path(cache_dir) / (key or _cache_key(path))
+    if not all((folder / f"{a}.npy").is_file() for a in arrays):
         return None
     try:
-        arrays = {a: np.load(folder / f"{a}.npy", allow_pickle=False) for a in _ARRAYS}
+        loaded = {a: np.load(folder / f"{a}.npy", allow_pickle=False) for a in arrays}
     except (OSError, ValueError):
         return None  # a damaged cache is rebuilt, never trusted
-    return Dataset(**arrays, source=f"local copy at {path} (cached)")
+    empty = {"x_train": np.zeros((0, *INPUT_SHAPE), np.uint8), "y_train": np.zeros((0,), np.int64),
+             "x_test": np.zeros((0, *INPUT_SHAPE), np.uint8), "y_test": np.zeros((0,), np.int64)}
+    return Dataset(**{**empty, **loaded}, source=f"local copy at {path} (cached)")
 
 
-def _write_cache(cache_dir: Path, path: Path, dataset: Dataset) -> None:
-    folder = Path(cache_dir) / _cache_key(path)
+def _write_cache(cache_dir: Path, path: Path, dataset: Dataset, key: Optional[str] = None,
+                 arrays: tuple[str, ...] = _ARRAYS) -> None:
+    folder = Path(cache_dir) / (key or _cache_key(path))
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for a in _ARRAYS:
+        for a in arrays:
             tmp = folder / f".{a}.{os.getpid()}.tmp.npy"
             np.save(tmp, getattr(dataset, a), allow_pickle=False)
             os.replace(tmp, folder / f"{a}.npy")

@@ -3,7 +3,11 @@ of the training curves. Only `evaluate_model` and `test_predictions` touch a mod
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
+import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -24,15 +28,16 @@ class TestPredictions:
     probabilities: np.ndarray  # (N, 10) float32
     labels: np.ndarray  # (N,) int64
 
-    @property
+    # Computed once per instance: a Browse page asks for them once per tile.
+    @functools.cached_property
     def predicted(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
 
-    @property
+    @functools.cached_property
     def confidence(self) -> np.ndarray:
         return self.probabilities.max(axis=1)
 
-    @property
+    @functools.cached_property
     def losses(self) -> np.ndarray:
         """Per-image cross-entropy: high means confidently wrong."""
         p = self.probabilities[np.arange(len(self.labels)), self.labels]
@@ -53,11 +58,15 @@ def predict_test_set(model: Any, x_test: np.ndarray, batch_size: int = 256) -> n
 
 
 def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 256,
-                   tta: str = "none") -> dict[str, Any]:
+                   tta: str = "none", model_stamp: Optional[str] = None) -> dict[str, Any]:
     """Predict the test set once: write metrics.json and cache the predictions for browsing.
-    With `tta` other than "none", also report the test-time-augmented accuracy beside it."""
+    With `tta` other than "none", also report the test-time-augmented accuracy beside it.
+
+    `model_stamp` (runs.model_stamp) names the saved file `model` was saved to or loaded from;
+    the cached predictions are labelled with it. Without it they are not cached."""
     preds = TestPredictions(predict_test_set(model, data.x_test, batch_size), np.asarray(data.y_test))
-    _save_predictions(run_dir, preds)
+    if model_stamp is not None:
+        save_predictions(run_dir, preds, model_stamp)
     metrics = {
         "test_loss": float(preds.losses.mean()),
         "test_accuracy": preds.accuracy,
@@ -83,57 +92,75 @@ def tta_predictions(model: Any, data: Dataset, level: str, batch_size: int = 256
     return TestPredictions(probs.astype(np.float32), np.asarray(data.y_test))
 
 
-def _model_stamp(run_dir: Path) -> float:
+def current_model_stamp(run_dir: Path) -> Optional[str]:
+    """The stamp of the model file a reader of this run would load now (None: no model yet)."""
     for name in ("model.keras", "checkpoint.keras"):
-        if (run_dir / name).is_file():
-            return (run_dir / name).stat().st_mtime
-    return 0.0
+        try:
+            return runs.model_stamp(run_dir / name)
+        except FileNotFoundError:
+            continue
+    return None
 
 
-def _save_predictions(run_dir: Path, preds: TestPredictions) -> None:
-    tmp = run_dir / f".{PREDICTIONS_FILE}.tmp.npz"
-    np.savez(tmp, probabilities=preds.probabilities, labels=preds.labels,
-             model_stamp=np.float64(_model_stamp(run_dir)))
-    tmp.replace(run_dir / PREDICTIONS_FILE)
+def save_predictions(run_dir: Path, preds: TestPredictions, model_stamp: str) -> None:
+    """Cache `preds`, made by the model file `model_stamp`, beside the run. Any number of writers
+    (the trainer, page sessions, the CLI) may race: each writes its own temporary file and renames
+    it into place, so a reader sees one whole file, its stamp and arrays from the same writer."""
+    tmp = run_dir / f".{PREDICTIONS_FILE}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(3)}.tmp.npz"
+    try:
+        np.savez(tmp, probabilities=preds.probabilities, labels=preds.labels, model_stamp=np.str_(model_stamp))
+        os.replace(tmp, run_dir / PREDICTIONS_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def load_cached_predictions(run_id: str) -> Optional[TestPredictions]:
-    """The cached predictions if they belong to the run's current model, else None."""
-    path = runs.run_path(run_id) / PREDICTIONS_FILE
-    if not path.is_file():
-        return None
+def read_predictions(path: Path) -> Optional[tuple[TestPredictions, str]]:
+    """A predictions file and the stamp of the model that made it; None when unreadable."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            if float(f["model_stamp"]) != _model_stamp(path.parent):
-                return None  # the model changed (resumed run): recompute
+            stamp = str(f["model_stamp"])
             probs, labels = f["probabilities"].astype(np.float32), f["labels"].astype(np.int64)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError):
         return None
     if probs.ndim != 2 or probs.shape[1] != NUM_CLASSES or len(probs) != len(labels):
         return None
-    return TestPredictions(probs, labels)
+    return TestPredictions(probs, labels), stamp
 
 
-def test_predictions(run_id: str, model: Any = None, data: Optional[Dataset] = None) -> TestPredictions:
-    """A run's test-set predictions: from the cache beside the run, else computed once and cached."""
+def load_cached_predictions(run_id: str) -> Optional[TestPredictions]:
+    """The cached predictions if they were made by the model file the run holds now, else None."""
+    path = runs.run_path(run_id) / PREDICTIONS_FILE
+    found = read_predictions(path) if path.is_file() else None
+    if found is None or found[1] != current_model_stamp(path.parent):
+        return None  # none, damaged, from an older format, or from a model since replaced
+    return found[0]
+
+
+def test_predictions(run_id: str, model: Any = None, data: Optional[Dataset] = None,
+                     model_stamp: Optional[str] = None) -> TestPredictions:
+    """A run's test-set predictions: from the cache beside the run, else computed once and cached.
+    A `model` passed in is cached only with the `model_stamp` of the file it was loaded from."""
     cached = load_cached_predictions(run_id)
     if cached is not None:
         return cached
     run = runs.load_run(run_id)
     if run.config is None:
         raise runs.RunError(f"run {run_id} has no readable config.json ({run.broken})")
-    model = model if model is not None else runs.load_model(run_id)
+    if model is None:
+        model, model_stamp = runs.load_model_stamped(run_id)
     data = data if data is not None else run_test_data(run)
     preds = TestPredictions(predict_test_set(model, data.x_test), np.asarray(data.y_test))
-    _save_predictions(run.path, preds)
+    if model_stamp is not None:
+        save_predictions(run.path, preds, model_stamp)
     return preds
 
 
 def run_test_data(run: runs.Run) -> Dataset:
-    """The exact test images a run was validated on (same source, subset and seed)."""
-    from .training import load_training_data
+    """The exact test images a run was validated on (same source, subset and seed), read without
+    the training split."""
+    from .data import get_test_split
 
-    return load_training_data(run.config)
+    return get_test_split(run.config.data).subset(None, run.config.test_subset, seed=run.config.seed)
 
 
 # --- metrics from predictions (no model needed) ------------------------------------------

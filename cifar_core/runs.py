@@ -1,6 +1,7 @@
 """The run store: one folder per run under artifacts/runs/, written atomically, listed robustly."""
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import io
@@ -43,6 +44,9 @@ class Run:
     metrics: Optional[dict[str, Any]] = None
     started_at: Optional[float] = None  # seconds since the epoch
     finished_at: Optional[float] = None
+    resumed_at: Optional[float] = None  # the last resume's start, if any
+    prior_seconds: float = 0.0  # time spent in earlier sessions of a resumed run
+    last_write_at: Optional[float] = None  # the newest file the trainer wrote (an interrupted run's end)
     error: Optional[str] = None  # the failure message of a failed run
     broken: Optional[str] = None  # why the folder could not be read
 
@@ -60,14 +64,23 @@ class Run:
 
     @property
     def duration_seconds(self) -> Optional[float]:
-        if self.started_at is None:
+        """Wall time the run's trainer worked on it: up to now while it trains, up to its last write
+        when it was interrupted, and without the idle gaps before a resume."""
+        start = self.resumed_at if self.resumed_at is not None else self.started_at
+        if start is None:
             return None
-        end = self.finished_at if self.finished_at is not None else time.time()
-        return max(0.0, end - self.started_at)
+        if self.finished_at is not None and self.finished_at >= start:
+            end = self.finished_at
+        elif self.is_active:
+            end = time.time()
+        else:  # interrupted (or a finish time from before the resume): its trainer's last sign of life
+            end = self.last_write_at if self.last_write_at is not None else start
+        return self.prior_seconds + max(0.0, end - start)
 
     @property
     def model_path(self) -> Optional[Path]:
-        """The final model, else the last epoch's checkpoint, else None."""
+        """The final model, else the last epoch's checkpoint, else None. Resuming retires the final
+        model, so this file always holds the weights the history ends at (or a stop's later ones)."""
         for name in ("model.keras", "checkpoint.keras"):
             if (self.path / name).is_file():
                 return self.path / name
@@ -126,6 +139,18 @@ def save_model(model: Any, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def model_stamp(path: Path) -> str:
+    """Identifies one version of a model file: every save writes a whole new file (a new
+    nanosecond mtime) and renames it into place. Survives copying a run folder with its times
+    (cp -p, shutil.copytree), so a copied run keeps its cached predictions.
+
+    Raises:
+      FileNotFoundError: there is no such file.
+    """
+    st = Path(path).stat()
+    return f"{Path(path).name}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _finite(values: list[float]) -> list[Optional[float]]:
@@ -208,13 +233,36 @@ def create_run(config: TrainConfig, run_id: Optional[str] = None) -> Path:
     return path
 
 
+_json_cache: dict[Path, tuple[tuple[int, int, int], Any]] = {}  # path -> (file identity, parsed)
+_json_cache_lock = threading.Lock()
+JSON_CACHE_FILES = 4096  # bound: ~5 JSON files per run
+
+
 def _read_json(path: Path) -> Any:
+    """Parse a run's JSON file, reusing the last parse while the file is unchanged: every page
+    lists every run on every rerun, and writers always replace files whole (new inode)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        st = path.stat()
+    except FileNotFoundError:
+        raise RunError(f"{path.name} is missing")
+    except OSError as exc:
+        raise RunError(f"{path.name} is not readable ({exc})")
+    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+    with _json_cache_lock:
+        hit = _json_cache.get(path)
+    if hit is not None and hit[0] == identity:
+        return copy.deepcopy(hit[1])
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path.name} is missing")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunError(f"{path.name} is not valid JSON ({exc})")
+    with _json_cache_lock:
+        if len(_json_cache) >= JSON_CACHE_FILES:
+            _json_cache.clear()
+        _json_cache[path] = (identity, value)
+    return copy.deepcopy(value)
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -244,6 +292,8 @@ def load_run(run_id: str) -> Run:
         run.status = status["status"]
         run.started_at = _number(status.get("started_at"))
         run.finished_at = _number(status.get("finished_at"))
+        run.resumed_at = _number(status.get("resumed_at"))
+        run.prior_seconds = _number(status.get("prior_seconds")) or 0.0
         run.error = status.get("error") if isinstance(status.get("error"), str) else None
         if run.status in ACTIVE and run_id not in LIVE_RUN_IDS:
             mine = status.get("pid") == os.getpid() and status.get("host") == socket.gethostname()
@@ -268,9 +318,22 @@ def load_run(run_id: str) -> Run:
             run.metrics = metrics
         except RunError as exc:
             problems.append(str(exc))
+    if run.status == "interrupted":
+        run.last_write_at = _last_write(path)
     if problems:
         run.broken = "; ".join(problems)
     return run
+
+
+def _last_write(path: Path) -> Optional[float]:
+    """When the trainer last wrote the folder: its newest status, history or checkpoint."""
+    times = []
+    for name in ("status.json", "history.json", "checkpoint.keras", "model.keras"):
+        try:
+            times.append((path / name).stat().st_mtime)
+        except OSError:
+            pass
+    return max(times, default=None)
 
 
 def _number(value: Any) -> Optional[float]:
@@ -315,16 +378,29 @@ def delete_run(run_id: str) -> None:
 
 def load_model(run_id: str):
     """Load a run's model (final, else last checkpoint) with Keras safe_mode: no code runs."""
-    run = load_run(run_id)
-    path = run.model_path
-    if path is None:
-        raise RunError(f"run {run_id} has no saved model yet")
+    return load_model_stamped(run_id)[0]
+
+
+def load_model_stamped(run_id: str) -> tuple[Any, str]:
+    """`load_model`, and the stamp (`model_stamp`) of the very file it read: the trainer may replace
+    the checkpoint while it loads, and predictions are labelled with the model that made them."""
     import keras
 
     from .models import register_custom_objects
 
     register_custom_objects()
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors...
-        raise RunError(f"cannot load {path.name} of run {run_id}: {exc}") from exc
+    for _ in range(3):
+        run = load_run(run_id)
+        path = run.model_path
+        if path is None:
+            raise RunError(f"run {run_id} has no saved model yet")
+        try:
+            before = model_stamp(path)
+            model = keras.saving.load_model(path, safe_mode=True, compile=False)
+            if model_stamp(path) == before:
+                return model, before
+        except FileNotFoundError:
+            pass  # replaced or retired (a resume) between listing and loading: look again
+        except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors...
+            raise RunError(f"cannot load {path.name} of run {run_id}: {exc}") from exc
+    raise RunError(f"the model of run {run_id} kept changing while it was loaded; try again")

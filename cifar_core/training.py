@@ -96,6 +96,24 @@ class JobState:
             for k, v in fields.items():
                 setattr(self._snap, k, v)
 
+    def request_stop(self) -> bool:
+        """The one transition a Stop makes: an active job that is not already stopping becomes
+        "stopping". False (and nothing changes) when the job has finished or is stopping."""
+        with self._lock:
+            if self._snap.status not in ACTIVE_STATUSES or self._snap.status == "stopping":
+                return False
+            self._snap.status = "stopping"
+            self._snap.message = "Stopping after this batch, then saving"
+            return True
+
+    def start_running(self, **fields: Any) -> None:
+        """preparing -> running, unless a Stop already made it "stopping" (which must stick)."""
+        with self._lock:
+            if self._snap.status == "preparing":
+                self._snap.status = "running"
+            for k, v in fields.items():
+                setattr(self._snap, k, v)
+
     def add_batch(self, step: float, loss: float, accuracy: float) -> None:
         with self._lock:
             s = self._snap
@@ -166,8 +184,10 @@ def _make_callback(state: JobState, job: "TrainingJob", run_dir: Path, batches_p
             logs["train_seconds"] = round(before[-1] + trained, 3)
             history = state.add_epoch(logs)
             state.update(message=f"Saving checkpoint of epoch {epoch + 1}")
-            runs.write_history(run_dir, history)
+            # Weights first, then the history that describes them: a kill between the two leaves
+            # weights one epoch ahead of the history (resume trains one extra epoch), never behind.
             runs.save_model(self.model, run_dir / "checkpoint.keras")
+            runs.write_history(run_dir, history)
             runs.update_status(run_dir, epochs_done=epoch + 1)
 
     return LiveProgress()
@@ -187,6 +207,13 @@ class TrainingJob:
         self.state = JobState(self.run_id, config, history or {}, initial_epoch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"train-{self.run_id}", daemon=True)
+        # Fault injection for tests: name -> function the trainer thread calls at that point
+        # ("prepared": data and model ready, before fit; "finishing": before the final status).
+        self.hooks: dict[str, Callable[[], None]] = {}
+
+    def _hook(self, name: str) -> None:
+        if name in self.hooks:
+            self.hooks[name]()
 
     @property
     def stop_requested(self) -> bool:
@@ -200,12 +227,16 @@ class TrainingJob:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Ask the job to stop after the current batch; it then saves what it learned."""
-        if not self._stop.is_set() and self.snapshot().is_active:
-            self._stop.set()
-            self.state.update(status="stopping", message="Stopping after this batch, then saving")
-            runs.update_status(self.run_dir, status="stopping")
+    def stop(self) -> bool:
+        """Ask the job to stop after the current batch; it then saves what it learned.
+
+        Only the trainer thread writes status.json, so a Stop that lands while the job finishes
+        cannot leave a finished run marked "stopping". False when there was nothing to stop.
+        """
+        if not self.state.request_stop():
+            return False
+        self._stop.set()
+        return True
 
     def join(self, timeout: Optional[float] = None) -> bool:
         self._thread.join(timeout)
@@ -250,32 +281,42 @@ class TrainingJob:
                 model.optimizer.learning_rate = make_schedule(cfg, batches)
         else:
             model = build_model(cfg, x_train=data.x_train, steps_per_epoch=batches)
-        initial_epoch = self.state.snapshot().initial_epoch
-        self.state.update(status="stopping" if self.stop_requested else "running", batches_per_epoch=batches,
-                          message="Training")
+        initial_epoch = self.state.get("initial_epoch")
+        self._hook("prepared")
+        if self.stop_requested:  # stopped while preparing: nothing was learned, nothing to save
+            self._finish("stopped", message="Stopped before training began; nothing was saved")
+            return
+        self.state.start_running(batches_per_epoch=batches, message="Training")
         callbacks = [*recipe_callbacks(cfg, batches),
                      _make_callback(self.state, self, self.run_dir, batches, cfg.batch_size)]
-        stopped = self.stop_requested
-        if not stopped and initial_epoch < cfg.epochs:
+        stopped = False
+        if initial_epoch < cfg.epochs:
             try:
                 model.fit(train_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, validation_data=val_ds,
                           callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles
             except _StopRequested:
                 stopped = True
-        self.state.update(status="stopping" if stopped else "running", message="Saving the model")
-        runs.save_model(model, self.run_dir / "model.keras")
+        if stopped:
+            runs.update_status(self.run_dir, status="stopping")
+        self.state.update(message="Saving the model")
+        final = self.run_dir / "model.keras"
+        runs.save_model(model, final)
+        stamp = runs.model_stamp(final)  # the predictions below are this file's
         if not stopped:  # a stopped run keeps its last epoch's checkpoint: resume continues from there
             (self.run_dir / "checkpoint.keras").unlink(missing_ok=True)
         self.state.update(message="Evaluating on the test set")
-        metrics = evaluate_model(model, data, self.run_dir, batch_size=cfg.validation_batch_size, tta=cfg.tta)
+        metrics = evaluate_model(model, data, self.run_dir, batch_size=cfg.validation_batch_size, tta=cfg.tta,
+                                 model_stamp=stamp)
         self._finish("stopped" if stopped else "completed", metrics=metrics)
 
     def _finish(self, status: str, *, error: Optional[str] = None, detail: Optional[str] = None,
-                metrics: Optional[dict[str, Any]] = None) -> None:
+                metrics: Optional[dict[str, Any]] = None, message: Optional[str] = None) -> None:
+        """The job's final status, written by the trainer thread only (status.json first, so a
+        reader that sees the job finished also finds the run folder final)."""
+        if status != "failed":
+            self._hook("finishing")
         now = time.time()
         messages = {"completed": "Finished", "stopped": "Stopped by request", "failed": f"Failed: {error}"}
-        self.state.update(status=status, message=messages[status], finished_at=now, error=error, metrics=metrics,
-                          eta_seconds=0.0 if status == "completed" else None)
         fields: dict[str, Any] = {"status": status, "finished_at": now}
         if error:
             fields.update(error=error, traceback=detail)
@@ -283,6 +324,8 @@ class TrainingJob:
             runs.update_status(self.run_dir, **fields)
         except OSError:
             pass  # the folder itself is gone or read-only; the live state still tells the user
+        self.state.update(status=status, message=message or messages[status], finished_at=now, error=error,
+                          metrics=metrics, eta_seconds=0.0 if status == "completed" else None)
 
 
 def load_training_data(config: TrainConfig) -> Dataset:
@@ -372,9 +415,12 @@ def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Option
         history = {k: v[:done] for k, v in run.history.items()}
         runs.write_json(run.path / "config.json", config.to_dict())
         runs.update_status(run.path, status="running", finished_at=None, error=None, traceback=None,
-                           pid=os.getpid(), host=socket.gethostname(),
+                           pid=os.getpid(), host=socket.gethostname(), prior_seconds=run.duration_seconds or 0.0,
                            resumed_at=time.time(), resumed_from_epoch=done)
-        (run.path / "metrics.json").unlink(missing_ok=True)
+        from .evaluation import PREDICTIONS_FILE
+
+        for stale in ("metrics.json", PREDICTIONS_FILE):  # they describe the model being retired
+            (run.path / stale).unlink(missing_ok=True)
         if source == final:
             os.replace(final, checkpoint)  # readers now load the state the history ends at
             source = checkpoint
@@ -394,9 +440,8 @@ def _refuse_if_busy() -> None:
 
 
 def stop_job() -> bool:
-    """Ask the current job to stop; False when none is running."""
+    """Ask the current job to stop; False when none is running or it is already stopping."""
     job = _current
     if job is None or not job.is_alive:
         return False
-    job.stop()
-    return True
+    return job.stop()

@@ -15,12 +15,15 @@ from cifar_core.evaluation import TestPredictions
 LOAD_ERRORS = (runs.RunError, DataError, OSError)
 
 
-def model_stamp(run: runs.Run) -> int:
+def model_stamp(run: runs.Run) -> str:
     """Changes whenever the run's model file is replaced (a new checkpoint, a resumed run)."""
     path = run.model_path
     if path is None:
         raise runs.RunError(f"run {run.run_id} has no saved model yet")
-    return path.stat().st_mtime_ns
+    try:
+        return runs.model_stamp(path)
+    except FileNotFoundError:  # replaced between listing and now: the next rerun sees the new file
+        raise runs.RunError(f"the model of run {run.run_id} was just replaced; reload the page") from None
 
 
 def _usable(run: runs.Run) -> None:
@@ -31,14 +34,16 @@ def _usable(run: runs.Run) -> None:
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def _model(run_id: str, stamp: int) -> Any:
-    return runs.load_model(run_id)  # Keras safe_mode: a model file cannot run code
+def _model(run_id: str, stamp: str) -> tuple[Any, str]:
+    """The model, and the stamp of the file it came from (`stamp` unless the trainer replaced it
+    meanwhile). Keras safe_mode: a model file cannot run code."""
+    return runs.load_model_stamped(run_id)
 
 
 def model_for(run: runs.Run) -> Any:
     """The run's saved model, loaded once per run and model file."""
     _usable(run)
-    return _model(run.run_id, model_stamp(run))
+    return _model(run.run_id, model_stamp(run))[0]
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the test images…")
@@ -53,12 +58,13 @@ def test_data_for(run: runs.Run) -> Dataset:
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting the test set (once per model)…")
-def _predictions(run_id: str, stamp: int, config_json: str) -> TestPredictions:
+def _predictions(run_id: str, stamp: str, config_json: str) -> TestPredictions:
     cached = evaluation.load_cached_predictions(run_id)
     if cached is not None:  # the usual case: training cached them; no model, no TensorFlow
         return cached
-    return evaluation.test_predictions(run_id, model=_model(run_id, stamp),
-                                       data=_test_data(run_id, config_json))
+    model, loaded_stamp = _model(run_id, stamp)
+    return evaluation.test_predictions(run_id, model=model, data=_test_data(run_id, config_json),
+                                       model_stamp=loaded_stamp)
 
 
 def predictions_for(run: runs.Run) -> tuple[TestPredictions, Dataset]:
@@ -73,8 +79,8 @@ def predictions_for(run: runs.Run) -> tuple[TestPredictions, Dataset]:
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting augmented copies of the test set…")
-def _tta_accuracy(run_id: str, stamp: int, config_json: str, level: str) -> float:
-    return evaluation.tta_predictions(_model(run_id, stamp), _test_data(run_id, config_json), level).accuracy
+def _tta_accuracy(run_id: str, stamp: str, config_json: str, level: str) -> float:
+    return evaluation.tta_predictions(_model(run_id, stamp)[0], _test_data(run_id, config_json), level).accuracy
 
 
 def tta_accuracy_for(run: runs.Run, level: str) -> float:
@@ -87,20 +93,22 @@ PREVIEW_PIXELS = 512  # the original is kept only this large: a 40 MP upload wou
 
 
 @st.cache_data(max_entries=32, show_spinner="Classifying…")
-def _explain(run_id: str, stamp: int, data: bytes, name: str) -> dict[str, Any]:
-    original, small = predict.prepare_image(data, name)  # ImageError for a bad upload
+def _explain(run_id: str, stamp: str, upload_id: str, name: str, _data: bytes) -> dict[str, Any]:
+    # keyed on the upload's id: hashing every upload's bytes on every rerun cost more than the page
+    original, small = predict.prepare_image(_data, name)  # ImageError for a bad upload
     original.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
-    model = _model(run_id, stamp)
+    model = _model(run_id, stamp)[0]
     probabilities = predict.predict_proba(model, small)[0]
     heat = predict.occlusion_map(model, small)
     return {"original": original, "small": small, "probabilities": probabilities, "heat": heat}
 
 
-def explain_upload(run: runs.Run, data: bytes, name: str) -> dict[str, Any]:
+def explain_upload(run: runs.Run, upload: Any) -> dict[str, Any]:
     """An upload's full picture, the 32x32 input, class probabilities and occlusion heatmap.
+    `upload` is Streamlit's UploadedFile: its `file_id` is new for every file uploaded.
 
     Raises:
       predict.ImageError: the upload is not a usable image (the message says why).
     """
     _usable(run)
-    return _explain(run.run_id, model_stamp(run), data, name)
+    return _explain(run.run_id, model_stamp(run), upload.file_id, upload.name, upload.getvalue())

@@ -34,7 +34,7 @@ for upload in files:
     with st.container(border=True):
         st.markdown(f"**{upload.name}**")
         try:
-            result = cache.explain_upload(run, upload.getvalue(), upload.name)
+            result = cache.explain_upload(run, upload)
         except predict.ImageError as exc:
             st.error(f"Cannot use this file: {exc}", icon=":material/broken_image:")
             continue

@@ -134,16 +134,19 @@ def last_line_in_fresh_process(code: str, artifacts) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_home_runs_and_idle_train_do_not_import_tensorflow(with_run, artifacts):
+def test_pages_import_no_tensorflow_until_a_model_is_needed(with_run, artifacts):
+    """Home, Runs and an idle Train never need TensorFlow; Evaluate and Browse need it only when
+    a run has no cached predictions of its current model (the trainer caches them)."""
     code = f"""
 import sys
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(DASHBOARD)!r}, default_timeout=30).run()
 assert not at.exception, at.exception
 assert {with_run!r} in at.dataframe[0].value["run"].tolist()
-for page in ("pages/runs.py", "pages/train.py"):
+for page in ("pages/runs.py", "pages/train.py", "pages/evaluate.py", "pages/browse.py"):
     at.switch_page(page).run()
     assert not at.exception, at.exception
+assert at.title[0].value == "Browse" and any("matching" in c.value for c in at.caption), "the grid showed"
 print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
 """
     assert last_line_in_fresh_process(code, artifacts) == "[]"
