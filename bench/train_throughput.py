@@ -80,7 +80,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     tf = C.configure_tensorflow(opts.get("intra"), opts.get("inter"))
     import keras
 
-    from cifar_core import runs, training
+    from cifar_core import progress, runs, training
     from cifar_core.config import TrainConfig
     from cifar_core.data import NUM_CLASSES
 
@@ -142,7 +142,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                 run_dirs.append(run_dir)
                 job = training.TrainingJob(config, run_dir, dataset=data)  # not started: owns the state
                 batches = int(tf.data.experimental.cardinality(train_ds))
-                callbacks.append(training._make_callback(job.state, job, run_dir, batches, config.batch_size))
+                callbacks.append(progress.make_live_callback(job.state, job, run_dir, batches, config.batch_size))
                 if opts.get("poll", 1):
                     job.state.update(status="running")
                     threading.Thread(target=_poller_until, args=(job, poll, fit_window), daemon=True).start()
@@ -180,7 +180,7 @@ def callback_micro(spec: dict[str, Any]) -> dict[str, Any]:
     """Per-call cost of ours' LiveProgress.on_train_batch_end and of job.snapshot(), with the
     state as full as it gets in a 25-epoch run (2000 batch points, 25 epochs of history)."""
     C.configure_tensorflow()
-    from cifar_core import runs, training
+    from cifar_core import progress, runs, training
     from cifar_core.config import TrainConfig
 
     config = TrainConfig(epochs=25)
@@ -194,7 +194,7 @@ def callback_micro(spec: dict[str, Any]) -> dict[str, Any]:
         for _ in range(24):
             job.state.add_epoch({k: 0.5 for k in runs.HISTORY_KEYS})
         job.state.update(status="running", epoch=25)
-        cb = training._make_callback(job.state, job, run_dir, batches, config.batch_size)
+        cb = progress.make_live_callback(job.state, job, run_dir, batches, config.batch_size)
         cb.on_epoch_begin(24)
         logs = {"loss": 1.0, "accuracy": 0.5}
         n = spec.get("calls", 2000)

@@ -128,34 +128,44 @@ def overlay_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metri
     return fig
 
 
-def _break_at_epochs(x: list[float], *ys: list[Optional[float]]) -> tuple[list, ...]:
-    """Insert a gap between epochs: the running means restart each epoch, and a line joining
-    one epoch's last value to the next epoch's first would draw a jump that never happened."""
-    out_x: list[Optional[float]] = []
-    out_ys: list[list[Optional[float]]] = [[] for _ in ys]
-    for i, step in enumerate(x):
-        if i and math.ceil(step) > math.ceil(x[i - 1]):
-            out_x.append(None)
-            for out in out_ys:
-                out.append(None)
-        out_x.append(step)
-        for out, y in zip(out_ys, ys):
-            out.append(y[i])
-    return (out_x, *out_ys)
+DEFAULT_SMOOTHING = 0.6  # TensorBoard's default weight
+
+
+def smooth(values: Sequence[float], weight: float = DEFAULT_SMOOTHING) -> list[Optional[float]]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are
+    not pulled towards zero. NaN points are skipped (shown as gaps); weight 0 returns the values."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    out: list[Optional[float]] = []
+    last, count = 0.0, 0
+    for v in values:
+        v = float(v)
+        if not math.isfinite(v):
+            out.append(None)
+            continue
+        last = last * weight + (1 - weight) * v
+        count += 1
+        out.append(last / (1 - weight ** count))
+    return out
 
 
 def batch_curves(steps: Sequence[float], loss: Sequence[float], accuracy: Sequence[float],
-                 title: str = "Running loss and accuracy per batch") -> go.Figure:
-    """The live per-batch running mean of loss (left axis) and accuracy (right axis).
+                 smoothing: float = DEFAULT_SMOOTHING, title: str = "Loss and accuracy per batch") -> go.Figure:
+    """Each batch's loss (left axis) and accuracy (right axis), one continuous series across
+    epochs: the raw values faint, their TensorBoard-style smoothing (`smooth`) on top.
 
     `steps` are fractional epochs (1.5 = half-way through the second epoch)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     if len(steps):
-        x, y_loss, y_acc = _break_at_epochs([float(s) for s in steps], _clean(loss), _clean(accuracy))
-        fig.add_trace(go.Scatter(x=x, y=y_loss, name="loss", mode="lines",
-                                 line=dict(color=TRAIN_COLOR)), secondary_y=False)
-        fig.add_trace(go.Scatter(x=x, y=y_acc, name="accuracy", mode="lines",
-                                 line=dict(color=VAL_COLOR)), secondary_y=True)
+        x = [float(s) for s in steps]
+        for name, values, colour, right in (("loss", loss, TRAIN_COLOR, False), ("accuracy", accuracy, VAL_COLOR, True)):
+            raw = _clean(values)
+            if smoothing > 0:
+                fig.add_trace(go.Scatter(x=x, y=raw, name=f"{name} (raw)", mode="lines", showlegend=False,
+                                         line=dict(color=colour, width=1), opacity=0.25, hoverinfo="skip"),
+                              secondary_y=right)
+            fig.add_trace(go.Scatter(x=x, y=smooth(values, smoothing), name=name, mode="lines",
+                                     line=dict(color=colour, width=2)), secondary_y=right)
     fig.update_layout(
         title=title, height=CHART_HEIGHT, margin=dict(l=10, r=10, t=60, b=10), hovermode="x unified",
         legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1.0), uirevision="batch",

@@ -58,13 +58,19 @@ def predict_test_set(model: Any, x_test: np.ndarray, batch_size: int = 256) -> n
 
 
 def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 256,
-                   tta: str = "none", model_stamp: Optional[str] = None) -> dict[str, Any]:
+                   tta: str = "none", model_stamp: Optional[str] = None,
+                   probabilities: Optional[np.ndarray] = None) -> dict[str, Any]:
     """Predict the test set once: write metrics.json and cache the predictions for browsing.
     With `tta` other than "none", also report the test-time-augmented accuracy beside it.
 
     `model_stamp` (runs.model_stamp) names the saved file `model` was saved to or loaded from;
-    the cached predictions are labelled with it. Without it they are not cached."""
-    preds = TestPredictions(predict_test_set(model, data.x_test, batch_size), np.asarray(data.y_test))
+    the cached predictions are labelled with it. Without it they are not cached. `probabilities`
+    already made for `data.x_test` by this model with these weights (the last epoch's validation)
+    are used instead of predicting again."""
+    started = time.perf_counter()
+    reused = probabilities is not None and len(probabilities) == len(data.x_test)
+    probs = probabilities if reused else predict_test_set(model, data.x_test, batch_size)
+    preds = TestPredictions(np.asarray(probs, np.float32), np.asarray(data.y_test))
     if model_stamp is not None:
         save_predictions(run_dir, preds, model_stamp)
     metrics = {
@@ -72,6 +78,8 @@ def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 2
         "test_accuracy": preds.accuracy,
         "num_test_images": int(len(preds.labels)),
         "evaluated_at": time.time(),
+        "validation_reused": reused,
+        "evaluate_seconds": round(time.perf_counter() - started, 3),
     }
     if tta != "none":
         started = time.perf_counter()

@@ -1,35 +1,30 @@
 """The run store: one folder per run under artifacts/runs/, written atomically, listed robustly."""
 from __future__ import annotations
 
-import copy
-import csv
 import dataclasses
-import io
-import json
 import os
 import re
 import secrets
 import shutil
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from .config import TrainConfig
+from .meta import META_FILE, clean_meta, read_meta, write_meta  # noqa: F401 (META_FILE: re-exported)
 from .paths import runs_dir
+from .store import (  # noqa: F401 (re-exported: the run store's writers are used as runs.*)
+    HISTORY_KEYS, RunError, model_stamp, read_json, save_model, update_status, write_history, write_json,
+    write_metrics, write_text,
+)
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ACTIVE = ("running", "stopping")  # statuses of a run whose trainer is alive
 MIN_FREE_BYTES = 200 * 1024 * 1024  # a run writes ~35 MB per checkpoint; refuse below this
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "train_seconds")
 
 # Run ids trained by this process right now; the training module keeps it current.
 LIVE_RUN_IDS: set[str] = set()
-
-
-class RunError(Exception):
-    """A run cannot be created, found or loaded; the message says why."""
 
 
 @dataclasses.dataclass
@@ -49,6 +44,14 @@ class Run:
     last_write_at: Optional[float] = None  # the newest file the trainer wrote (an interrupted run's end)
     error: Optional[str] = None  # the failure message of a failed run
     broken: Optional[str] = None  # why the folder could not be read
+    name: str = ""  # given by people (meta.json); the id stays the folder's name
+    notes: str = ""
+    tags: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        """The name where one was given, else the id."""
+        return self.name or self.run_id
 
     @property
     def epochs_done(self) -> int:
@@ -111,89 +114,20 @@ def run_path(run_id: str) -> Path:
 
 # --- atomic writes ------------------------------------------------------------------------
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON via a temporary file and a rename, so readers never see half a file."""
-    _write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=_jsonable))
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def save_model(model: Any, path: Path) -> None:
-    """Save a Keras model atomically: a kill mid-save leaves the previous file (or none)."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def model_stamp(path: Path) -> str:
-    """Identifies one version of a model file: every save writes a whole new file (a new
-    nanosecond mtime) and renames it into place. Survives copying a run folder with its times
-    (cp -p, shutil.copytree), so a copied run keeps its cached predictions.
+def update_meta(run_id: str, *, name: Optional[str] = None, notes: Optional[str] = None,
+                tags: Optional[Any] = None) -> Run:
+    """Set a run's name, notes and/or tags (the others are kept); works while it trains, since
+    the trainer never writes meta.json. Returns the run as read back.
 
     Raises:
-      FileNotFoundError: there is no such file.
+      ValueError: see `clean_meta`. RunError: no such run.
     """
-    st = Path(path).stat()
-    return f"{Path(path).name}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def _finite(values: list[float]) -> list[Optional[float]]:
-    """JSON has no NaN: a diverged epoch is stored as null."""
-    return [v if v == v and abs(v) != float("inf") else None for v in (float(x) for x in values)]
-
-
-def write_history(run_dir: Path, history: dict[str, list[float]]) -> None:
-    """history.json (Keras' history.history keys) and history.csv (one row per epoch)."""
-    clean = {k: _finite(v) for k, v in history.items()}
-    write_json(run_dir / "history.json", clean)
-    keys = [k for k in HISTORY_KEYS if k in clean] + sorted(k for k in clean if k not in HISTORY_KEYS)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["epoch", *keys])
-    for i in range(max((len(v) for v in clean.values()), default=0)):
-        writer.writerow([i + 1, *("" if i >= len(clean[k]) or clean[k][i] is None else clean[k][i] for k in keys)])
-    _write_text(run_dir / "history.csv", buf.getvalue())
-
-
-_status_lock = threading.Lock()  # the trainer and a Stop click may update status.json at once
-
-
-def update_status(run_dir: Path, **fields: Any) -> dict[str, Any]:
-    """Merge `fields` into status.json."""
-    with _status_lock:
-        return _merge_status(run_dir, fields)
-
-
-def _merge_status(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
-    try:
-        current = _read_json(run_dir / "status.json")
-    except RunError:
-        current = {}  # missing or garbled: rewrite it whole
-    if not isinstance(current, dict):
-        current = {}
-    current.update(fields)
-    write_json(run_dir / "status.json", current)
-    return current
-
-
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    write_json(run_dir / "metrics.json", metrics)
+    fields = clean_meta(name, notes, tags)
+    path = run_path(run_id)
+    if not path.is_dir():
+        raise RunError(f"no run {run_id!r} in {runs_dir()}")
+    write_meta(path, fields)
+    return load_run(run_id)
 
 
 # --- create, read, list, delete -----------------------------------------------------------
@@ -214,8 +148,11 @@ def check_writable(root: Path) -> None:
                        f"{MIN_FREE_BYTES // 2**20} MB for its checkpoints")
 
 
-def create_run(config: TrainConfig, run_id: Optional[str] = None) -> Path:
-    """Make a fresh run folder with config.json and status.json; never reuses a folder."""
+def create_run(config: TrainConfig, run_id: Optional[str] = None, name: str = "",
+               tags: Any = ()) -> Path:
+    """Make a fresh run folder with config.json and status.json (and meta.json when named or
+    tagged); never reuses a folder. Raises ValueError for a bad name or tag, before any write."""
+    meta = {k: v for k, v in clean_meta(name=name, tags=tags).items() if v}
     root = runs_dir()
     check_writable(root)
     path = run_path(run_id or new_run_id())
@@ -230,39 +167,9 @@ def create_run(config: TrainConfig, run_id: Optional[str] = None) -> Path:
         "status": "running", "started_at": time.time(), "pid": os.getpid(),
         "host": socket.gethostname(), "epochs_done": 0,
     })
+    if meta:
+        write_json(path / META_FILE, meta)
     return path
-
-
-_json_cache: dict[Path, tuple[tuple[int, int, int], Any]] = {}  # path -> (file identity, parsed)
-_json_cache_lock = threading.Lock()
-JSON_CACHE_FILES = 4096  # bound: ~5 JSON files per run
-
-
-def _read_json(path: Path) -> Any:
-    """Parse a run's JSON file, reusing the last parse while the file is unchanged: every page
-    lists every run on every rerun, and writers always replace files whole (new inode)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise RunError(f"{path.name} is missing")
-    except OSError as exc:
-        raise RunError(f"{path.name} is not readable ({exc})")
-    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
-    with _json_cache_lock:
-        hit = _json_cache.get(path)
-    if hit is not None and hit[0] == identity:
-        return copy.deepcopy(hit[1])
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path.name} is missing")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path.name} is not valid JSON ({exc})")
-    with _json_cache_lock:
-        if len(_json_cache) >= JSON_CACHE_FILES:
-            _json_cache.clear()
-        _json_cache[path] = (identity, value)
-    return copy.deepcopy(value)
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -286,7 +193,7 @@ def load_run(run_id: str) -> Run:
     run = Run(run_id=run_id, path=path)
     problems = []
     try:
-        status = _read_json(path / "status.json")
+        status = read_json(path / "status.json")
         if not isinstance(status, dict) or not isinstance(status.get("status"), str):
             raise RunError("status.json has no status")
         run.status = status["status"]
@@ -302,17 +209,17 @@ def load_run(run_id: str) -> Run:
     except RunError as exc:
         problems.append(str(exc))
     try:
-        run.config = TrainConfig.from_dict(_read_json(path / "config.json"))
+        run.config = TrainConfig.from_dict(read_json(path / "config.json"))
     except (RunError, ValueError, TypeError) as exc:
         problems.append(f"config.json: {exc}" if not str(exc).startswith("config.json") else str(exc))
     if (path / "history.json").exists():
         try:
-            run.history = _parse_history(_read_json(path / "history.json"))
+            run.history = _parse_history(read_json(path / "history.json"))
         except RunError as exc:
             problems.append(str(exc) if str(exc).startswith("history") else f"history.json: {exc}")
     if (path / "metrics.json").exists():
         try:
-            metrics = _read_json(path / "metrics.json")
+            metrics = read_json(path / "metrics.json")
             if not isinstance(metrics, dict):
                 raise RunError("metrics.json is not an object")
             run.metrics = metrics
@@ -320,6 +227,8 @@ def load_run(run_id: str) -> Run:
             problems.append(str(exc))
     if run.status == "interrupted":
         run.last_write_at = _last_write(path)
+    meta = read_meta(path)
+    run.name, run.notes, run.tags = meta.get("name", ""), meta.get("notes", ""), tuple(meta.get("tags", ()))
     if problems:
         run.broken = "; ".join(problems)
     return run

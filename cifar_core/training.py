@@ -5,9 +5,6 @@ Importing this module does not import TensorFlow; starting a job does.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-import math
 import os
 import socket
 import threading
@@ -18,179 +15,13 @@ from typing import Any, Callable, Optional
 
 from . import runs
 from .config import TrainConfig
-from .data import Dataset, resolve_source
-
-MAX_BATCH_POINTS = 2000  # per-batch curve length kept in memory; older points are thinned
-ACTIVE_STATUSES = ("preparing", *runs.ACTIVE)  # "preparing" lives only in memory
+from .data import Dataset, load_training_data, locate_source, resolve_source  # noqa: F401 (re-exported)
+from .jobstate import ACTIVE_STATUSES, MAX_BATCH_POINTS, JobSnapshot, JobState  # noqa: F401 (re-exported)
+from .progress import StopRequested, make_live_callback, make_tensorboard
 
 
 class JobBusyError(RuntimeError):
     """A job is already running in this process."""
-
-
-class _StopRequested(Exception):
-    """Raised from the callback to leave model.fit at once (fit would still validate after a
-    plain stop_training flag, which costs a full pass over the test set)."""
-
-
-@dataclasses.dataclass
-class JobSnapshot:
-    """A consistent copy of a job's live state, safe to read from any thread."""
-
-    run_id: str
-    status: str  # preparing, running, stopping, completed, stopped, failed
-    message: str  # what the job is doing now, for people
-    config: TrainConfig
-    epoch: int = 0  # 1-based epoch in progress (or last one)
-    epochs: int = 0
-    initial_epoch: int = 0  # epochs already done before this job (resume)
-    batch: int = 0  # batches done in the current epoch
-    batches_per_epoch: int = 0
-    batch_steps: list[float] = dataclasses.field(default_factory=list)  # global step (epochs, fractional)
-    batch_loss: list[float] = dataclasses.field(default_factory=list)  # running mean within the epoch
-    batch_accuracy: list[float] = dataclasses.field(default_factory=list)
-    history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
-    images_per_second: Optional[float] = None
-    eta_seconds: Optional[float] = None
-    started_at: float = 0.0
-    finished_at: Optional[float] = None
-    error: Optional[str] = None
-    metrics: Optional[dict[str, Any]] = None
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
-
-    @property
-    def progress(self) -> float:
-        """Fraction of all epochs done, 0..1."""
-        if not self.epochs:
-            return 0.0
-        within = self.batch / self.batches_per_epoch if self.batches_per_epoch else 0.0
-        done = max(0, self.epoch - 1) + within if self.status in ACTIVE_STATUSES else len(self.history.get("loss", []))
-        return min(1.0, max(0.0, done / self.epochs))
-
-
-class JobState:
-    """The lock-protected state the callback writes and every reader copies."""
-
-    def __init__(self, run_id: str, config: TrainConfig, history: dict[str, list[float]], initial_epoch: int):
-        self._lock = threading.Lock()
-        self._snap = JobSnapshot(
-            run_id=run_id, status="preparing", message="Preparing", config=config,
-            epochs=config.epochs, initial_epoch=initial_epoch, epoch=initial_epoch,
-            history=copy.deepcopy(history), started_at=time.time(),
-        )
-
-    def snapshot(self) -> JobSnapshot:
-        with self._lock:
-            return copy.deepcopy(self._snap)
-
-    def get(self, name: str) -> Any:
-        """One scalar field, without copying the curves (the callback asks every batch)."""
-        with self._lock:
-            return getattr(self._snap, name)
-
-    def update(self, **fields: Any) -> None:
-        with self._lock:
-            for k, v in fields.items():
-                setattr(self._snap, k, v)
-
-    def request_stop(self) -> bool:
-        """The one transition a Stop makes: an active job that is not already stopping becomes
-        "stopping". False (and nothing changes) when the job has finished or is stopping."""
-        with self._lock:
-            if self._snap.status not in ACTIVE_STATUSES or self._snap.status == "stopping":
-                return False
-            self._snap.status = "stopping"
-            self._snap.message = "Stopping after this batch, then saving"
-            return True
-
-    def start_running(self, **fields: Any) -> None:
-        """preparing -> running, unless a Stop already made it "stopping" (which must stick)."""
-        with self._lock:
-            if self._snap.status == "preparing":
-                self._snap.status = "running"
-            for k, v in fields.items():
-                setattr(self._snap, k, v)
-
-    def add_batch(self, step: float, loss: float, accuracy: float) -> None:
-        with self._lock:
-            s = self._snap
-            s.batch_steps.append(step)
-            s.batch_loss.append(loss)
-            s.batch_accuracy.append(accuracy)
-            if len(s.batch_steps) > MAX_BATCH_POINTS:  # keep every other point: bounded memory, same shape
-                s.batch_steps[:] = s.batch_steps[::2]
-                s.batch_loss[:] = s.batch_loss[::2]
-                s.batch_accuracy[:] = s.batch_accuracy[::2]
-
-    def add_epoch(self, logs: dict[str, float]) -> dict[str, list[float]]:
-        with self._lock:
-            for k, v in logs.items():
-                self._snap.history.setdefault(k, []).append(float(v))
-            return copy.deepcopy(self._snap.history)
-
-
-def _make_callback(state: JobState, job: "TrainingJob", run_dir: Path, batches_per_epoch: int, batch_size: int):
-    import keras
-
-    class LiveProgress(keras.callbacks.Callback):
-        """Publishes progress to `state`, checkpoints each epoch, and honours stop requests."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._rate_origin = None  # (time, batches) at the first batch's end: skips tracing/warm-up
-            self._epoch_start = time.perf_counter()
-            self._train_end = None
-            state.update(epoch=epoch + 1, batch=0, message=f"Training epoch {epoch + 1}")
-
-        def on_train_batch_end(self, batch, logs=None):
-            logs = logs or {}
-            now = time.perf_counter()
-            if self._rate_origin is None:
-                self._rate_origin = (now, batch + 1)
-                rate = state.get("images_per_second")  # the previous epoch's, if any
-            else:
-                t0, b0 = self._rate_origin
-                rate = (batch + 1 - b0) * batch_size / (now - t0) if now > t0 else None
-            snap_epoch = state.get("epoch")
-            remaining = (batches_per_epoch - batch - 1) + (job.config.epochs - snap_epoch) * batches_per_epoch
-            eta = remaining * batch_size / rate if rate else None
-            loss = float(logs.get("loss", float("nan")))
-            if not math.isfinite(loss):
-                # Like keras.callbacks.TerminateOnNaN, but at once: TerminateOnNaN only sets
-                # stop_training, so fit would still validate and checkpoint the NaN weights.
-                raise FloatingPointError(f"loss became {loss} at epoch {snap_epoch}, batch {batch + 1}; "
-                                         f"training was terminated (try a lower learning rate)")
-            state.add_batch(snap_epoch - 1 + (batch + 1) / batches_per_epoch,
-                            loss, float(logs.get("accuracy", float("nan"))))
-            state.update(batch=batch + 1, images_per_second=rate, eta_seconds=eta)
-            if job.stop_requested:
-                raise _StopRequested()
-
-        def on_test_begin(self, logs=None):
-            if self._train_end is None:
-                self._train_end = time.perf_counter()
-            state.update(message="Validating on the test set")
-
-        def on_test_batch_end(self, batch, logs=None):
-            if job.stop_requested:
-                raise _StopRequested()
-
-        def on_epoch_end(self, epoch, logs=None):
-            trained = (self._train_end or time.perf_counter()) - self._epoch_start
-            before = state.get("history").get("train_seconds") or [0.0]  # a resumed run continues the count
-            logs = {k: float(v) for k, v in (logs or {}).items() if k in runs.HISTORY_KEYS}
-            logs["train_seconds"] = round(before[-1] + trained, 3)
-            history = state.add_epoch(logs)
-            state.update(message=f"Saving checkpoint of epoch {epoch + 1}")
-            # Weights first, then the history that describes them: a kill between the two leaves
-            # weights one epoch ahead of the history (resume trains one extra epoch), never behind.
-            runs.save_model(self.model, run_dir / "checkpoint.keras")
-            runs.write_history(run_dir, history)
-            runs.update_status(run_dir, epochs_done=epoch + 1)
-
-    return LiveProgress()
 
 
 class TrainingJob:
@@ -210,6 +41,7 @@ class TrainingJob:
         # Fault injection for tests: name -> function the trainer thread calls at that point
         # ("prepared": data and model ready, before fit; "finishing": before the final status).
         self.hooks: dict[str, Callable[[], None]] = {}
+        self.final_probabilities = None  # the last epoch's test-split predictions, when made (see progress)
 
     def _hook(self, name: str) -> None:
         if name in self.hooks:
@@ -287,15 +119,23 @@ class TrainingJob:
             self._finish("stopped", message="Stopped before training began; nothing was saved")
             return
         self.state.start_running(batches_per_epoch=batches, message="Training")
-        callbacks = [*recipe_callbacks(cfg, batches),
-                     _make_callback(self.state, self, self.run_dir, batches, cfg.batch_size)]
+        board = make_tensorboard(self.run_dir, initial_epoch, batches)
+        # The last epoch's validation doubles as the final evaluation when the weights it sees are
+        # the final ones: not with EMA (swapped in when fit ends) or early stopping (restores the best).
+        reuse = cfg.weight_averaging != "ema" and not cfg.early_stopping_patience
+        final = (data.x_test, data.y_test, cfg.validation_batch_size, cfg.label_smoothing) if reuse else None
+        callbacks = [make_live_callback(self.state, self, self.run_dir, batches, cfg.batch_size, final),
+                     *recipe_callbacks(cfg, batches), board]
         stopped = False
         if initial_epoch < cfg.epochs:
             try:
                 model.fit(train_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, validation_data=val_ds,
+                          validation_freq=list(range(1, cfg.epochs)) if reuse else 1,  # the last: ours
                           callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles
-            except _StopRequested:
+            except StopRequested:
                 stopped = True
+            finally:
+                board.close()
         if stopped:
             runs.update_status(self.run_dir, status="stopping")
         self.state.update(message="Saving the model")
@@ -306,7 +146,7 @@ class TrainingJob:
             (self.run_dir / "checkpoint.keras").unlink(missing_ok=True)
         self.state.update(message="Evaluating on the test set")
         metrics = evaluate_model(model, data, self.run_dir, batch_size=cfg.validation_batch_size, tta=cfg.tta,
-                                 model_stamp=stamp)
+                                 model_stamp=stamp, probabilities=None if stopped else self.final_probabilities)
         self._finish("stopped" if stopped else "completed", metrics=metrics)
 
     def _finish(self, status: str, *, error: Optional[str] = None, detail: Optional[str] = None,
@@ -326,13 +166,6 @@ class TrainingJob:
             pass  # the folder itself is gone or read-only; the live state still tells the user
         self.state.update(status=status, message=message or messages[status], finished_at=now, error=error,
                           metrics=metrics, eta_seconds=0.0 if status == "completed" else None)
-
-
-def load_training_data(config: TrainConfig) -> Dataset:
-    """The config's data source, subset as configured (the subset is seeded by config.seed)."""
-    from .data import get_dataset
-
-    return get_dataset(config.data).subset(config.train_subset, config.test_subset, seed=config.seed)
 
 
 def make_tf_dataset(x, y, batch_size: int, shuffle_seed: Optional[int] = None):
@@ -377,10 +210,13 @@ def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None,
 
     Raises:
       JobBusyError: a job is already running in this process (only one at a time).
+      DataError: the data source does not exist or holds no CIFAR-10 data in a known layout.
       runs.RunError: the artifacts folder is not writable or nearly full.
     """
     global _current
-    config = config.replace(data=resolve_source(config.data)) if dataset is None else config
+    if dataset is None:
+        config = config.replace(data=resolve_source(config.data))
+        locate_source(config.data)  # a typo or an empty folder is refused before a run folder exists
     with _current_lock:
         _refuse_if_busy()
         run_dir = runs.create_run(config)

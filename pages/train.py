@@ -103,7 +103,7 @@ with form_col:
             training.start_job(config)
         except ValueError as exc:
             st.error(f"Check the form: {exc}", icon=":material/error:")
-        except (training.JobBusyError, runs.RunError) as exc:
+        except (training.JobBusyError, runs.RunError, data.DataError) as exc:
             st.error(str(exc), icon=":material/error:")
         else:
             st.rerun()
@@ -167,7 +167,12 @@ def live_panel(job: training.TrainingJob, active: bool) -> None:
                       disabled=snap.status == "stopping", help="Stops after the current batch and saves the model.")
         else:
             show_result(snap)
-        st.plotly_chart(charts.batch_curves(snap.batch_steps, snap.batch_loss, snap.batch_accuracy))
+        smoothing = st.slider("Smoothing", min_value=0.0, max_value=0.99, value=charts.DEFAULT_SMOOTHING, step=0.01,
+                              key="cifar_train_smoothing",
+                              help="Exponential moving average of the per-batch values, as TensorBoard's "
+                                   "smoothing slider; 0 shows the raw values.")
+        st.plotly_chart(charts.batch_curves(snap.batch_steps, snap.batch_loss, snap.batch_accuracy,
+                                            smoothing=smoothing))
         x_axis = st.segmented_control("Curves against", charts.X_AXES, default="epoch", key="cifar_train_x",
                                       format_func={"epoch": "Epochs", "minutes": "Training minutes"}.get) or "epoch"
         left, right = st.columns(2)

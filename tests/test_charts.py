@@ -74,21 +74,44 @@ def test_overlay_of_nothing_says_what_to_do():
     assert not fig.data and "Choose runs" in fig.layout.annotations[0].text
 
 
-def test_batch_curves_put_accuracy_on_the_right_axis():
+def test_batch_curves_put_accuracy_on_the_right_axis_raw_faint_under_the_smoothed_line():
     fig = charts.batch_curves([0.25, 0.5, 0.75], [2.3, 2.0, 1.8], [0.1, 0.2, 0.3])
-    loss, acc = fig.data
+    raw_loss, loss, raw_acc, acc = fig.data
     assert (loss.name, acc.name) == ("loss", "accuracy")
-    assert loss.yaxis == "y" and acc.yaxis == "y2"
+    assert loss.yaxis == raw_loss.yaxis == "y" and acc.yaxis == raw_acc.yaxis == "y2"
+    assert list(raw_acc.y) == [0.1, 0.2, 0.3] and raw_acc.opacity < 1 and not raw_acc.showlegend
     assert list(acc.x) == [0.25, 0.5, 0.75]
     assert fig.layout.yaxis2.tickformat == ".0%"
 
 
-def test_batch_curves_do_not_join_one_epoch_to_the_next():
-    fig = charts.batch_curves([0.5, 1.0, 1.5, 2.0], [2.0, 1.5, 1.0, 0.8], [0.1, 0.3, 0.5, 0.6])
+def test_batch_curves_are_one_series_across_epochs_and_smoothing_zero_is_the_raw_values():
+    fig = charts.batch_curves([0.5, 1.0, 1.5, 2.0], [2.0, 1.5, 1.0, 0.8], [0.1, 0.3, 0.5, 0.6], smoothing=0)
     loss, acc = fig.data
-    assert list(loss.x) == [0.5, 1.0, None, 1.5, 2.0]  # running means restart each epoch
-    assert list(loss.y) == [2.0, 1.5, None, 1.0, 0.8]
-    assert list(acc.y) == [0.1, 0.3, None, 0.5, 0.6]
+    assert list(loss.x) == [0.5, 1.0, 1.5, 2.0] and None not in list(loss.y)  # no break at the epoch
+    assert list(loss.y) == [2.0, 1.5, 1.0, 0.8] and list(acc.y) == [0.1, 0.3, 0.5, 0.6]
+
+
+def test_smoothing_is_tensorboards_debiased_moving_average():
+    assert charts.smooth([4.0, 4.0, 4.0], 0.9) == pytest.approx([4.0, 4.0, 4.0])  # no pull towards zero
+    w = 0.6
+    first, second = 1.0, (w * (1 - w) * 1.0 + (1 - w) * 3.0) / (1 - w ** 2)
+    assert charts.smooth([1.0, 3.0], w) == pytest.approx([first, second])
+    assert charts.smooth([1.0, float("nan"), 3.0], w)[1] is None  # a NaN batch is a gap
+    assert charts.smooth([1.0, 3.0], 0.0) == [1.0, 3.0]
+    with pytest.raises(ValueError):
+        charts.smooth([1.0], 1.0)
+
+
+def test_a_batchs_own_value_is_recovered_from_keras_running_means():
+    from cifar_core.progress import batch_values
+
+    losses = [2.0, 1.0, 3.0, 0.5]  # each batch's own loss; Keras reports the running mean
+    means, previous, recovered = [], (0.0,), []
+    for b, _ in enumerate(losses):
+        mean = (sum(losses[:b + 1]) / (b + 1),)
+        recovered.append(batch_values(b, mean, previous)[0])
+        previous = mean
+    assert recovered == pytest.approx(losses)
 
 
 def test_batch_curves_before_the_first_batch():

@@ -154,3 +154,22 @@ def test_subset_is_seeded_mixed_and_ordered():
     assert len(small.x_train) == 100 and len(small.x_test) == 30
     assert len(set(small.y_train)) == 10
     np.testing.assert_array_equal(small.y_train, ds.subset(100, 30, seed=7).y_train)
+
+
+def test_a_source_is_recognised_without_reading_its_images(tmp_path):
+    folder = tmp_path / "batches" / "cifar-10-batches-py"
+    _write_official(folder)
+    _write_image_folder(tmp_path / "nested" / "imgs")
+    (tmp_path / "cifar.tar.gz").write_bytes(b"not read here")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hello")
+    assert data.locate_source("synthetic") == ("synthetic", None)
+    assert data.locate_source(str(tmp_path / "batches")) == ("batches", folder)
+    assert data.locate_source(str(tmp_path / "nested")) == ("images", tmp_path / "nested" / "imgs")
+    assert data.locate_source(str(tmp_path / "cifar.tar.gz")) == ("archive", tmp_path / "cifar.tar.gz")
+    with pytest.raises(DataError, match="holds no CIFAR-10 data"):
+        data.locate_source(str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="not a .tar.gz archive"):
+        data.locate_source(str(tmp_path / "notes.txt"))
+    with pytest.raises(DataError, match="does not exist"):
+        data.locate_source(str(tmp_path / "typo"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_core import data, evaluation, runs, training
+from cifar_core import data, evaluation, runs, store, training
 from cifar_core.config import TrainConfig
 from cifar_core.data import make_synthetic
 
@@ -258,8 +258,8 @@ def test_listing_runs_reparses_only_files_that_changed(artifacts, monkeypatch):
         runs.write_history(path, {"loss": [1.0, 0.5]})
     runs.list_runs()
     parsed = []
-    real_loads = runs.json.loads
-    monkeypatch.setattr(runs.json, "loads", lambda text, *a, **k: parsed.append(1) or real_loads(text, *a, **k))
+    real_loads = store.json.loads
+    monkeypatch.setattr(store.json, "loads", lambda text, *a, **k: parsed.append(1) or real_loads(text, *a, **k))
     assert len(runs.list_runs()) == 5 and parsed == []  # nothing changed: nothing parsed
     runs.update_status(runs.run_path("run-3"), status="stopped", finished_at=time.time())
     parsed.clear()

@@ -67,8 +67,14 @@ def open_page(page: str) -> AppTest:
     at = AppTest.from_file(str(DASHBOARD), default_timeout=RUN_TIMEOUT).run()
     if page != PAGES[0]:
         at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert not at.exception, raised(at)
     return at
+
+
+def raised(at: AppTest) -> list[str]:
+    """The page's exceptions with their last stack lines (AppTest 1.67's Exception.value raises:
+    it never sets `message`, so read the proto)."""
+    return [e.proto.message + "\n" + "\n".join(e.proto.stack_trace[-3:]) for e in at.exception]
 
 
 def texts(elements) -> str:
@@ -242,11 +248,25 @@ def test_a_stale_tab_cannot_start_a_second_job_and_an_unwritable_folder_is_an_er
     assert "cannot write to the artifacts folder" in texts(at.error)
 
 
-def test_a_failed_job_shows_its_error(artifacts, monkeypatch):
+def test_a_data_source_that_does_not_exist_is_refused_at_start(artifacts, monkeypatch):
     missing = str(artifacts / "no-such-data")
     monkeypatch.setenv("CIFAR10_DATA", missing)  # the app was started with a wrong data path
+    before = training.current_job()
     at = open_page("pages/train.py")
     assert widget(at.selectbox, "Data source").value == missing
+    widget(at.number_input, "Epochs").set_value(1)
+    widget(at.button, "Start training").click().run()
+    assert not at.exception
+    assert "does not exist" in texts(at.error)
+    assert training.current_job() is before and runs.list_runs() == []  # no job, no run folder
+
+
+def test_a_failed_job_shows_its_error(artifacts, monkeypatch):
+    source = artifacts / "half-a-dataset"
+    (source / "train").mkdir(parents=True)  # the layout of an image folder, without class folders:
+    (source / "test").mkdir()  # accepted at Start, fails while loading
+    monkeypatch.setenv("CIFAR10_DATA", str(source))
+    at = open_page("pages/train.py")
     widget(at.number_input, "Epochs").set_value(1)
     widget(at.button, "Start training").click().run()
     job = training.current_job()
@@ -254,7 +274,8 @@ def test_a_failed_job_shows_its_error(artifacts, monkeypatch):
     at.run()
     assert not at.exception
     errors = texts(at.error)
-    assert "Training failed" in errors and "does not exist" in errors
+    assert "Training failed" in errors and "has no train/airplane/ folder" in errors
+    assert runs.load_run(job.run_id).status == "failed"
 
 
 def test_resume_extends_a_finished_run(with_run):
@@ -292,7 +313,7 @@ def test_predict_one_upload_with_a_good_a_corrupt_and_a_non_image_file(with_run)
         ("corrupt.png", good[: len(good) // 2], "image/png"),
         ("notes.jpg", b"these are my shopping notes, not a picture", "image/jpeg"),
     ]).run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert not at.exception, raised(at)
     errors = [e.value for e in at.error]
     assert len(errors) == 2, errors
     assert any("corrupt.png" in e for e in errors) and any("notes.jpg" in e for e in errors)
@@ -403,7 +424,7 @@ def test_predict_every_odd_upload_works_or_gets_its_own_message(with_run):
     }
     at = open_page("pages/predict.py")
     at.file_uploader[0].set_value([(n, b, "image/png") for n, b in {**valid, **bad}.items()]).run(timeout=120)
-    assert not at.exception, [e.value for e in at.exception]
+    assert not at.exception, raised(at)
     errors = [e.value for e in at.error]
     assert len(errors) == len(bad), errors
     for name in bad:

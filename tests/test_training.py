@@ -207,3 +207,47 @@ def test_read_only_artifacts_fail_at_start_with_a_clear_message(artifacts, tiny_
     with pytest.raises(runs.RunError, match="cannot write to the artifacts folder"):
         training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
     assert training.current_job() is None or not training.current_job().is_alive
+
+
+def test_a_missing_data_source_is_refused_before_a_run_folder_exists(artifacts):
+    from cifar_core.data import DataError
+
+    with pytest.raises(DataError, match="does not exist"):
+        training.start_job(TrainConfig(epochs=1, data=str(artifacts / "typo")))
+    assert runs.list_runs() == [] and not (artifacts / "runs").exists()
+
+
+def test_the_final_evaluation_reuses_the_last_epochs_validation_of_the_final_weights(artifacts, tiny_data):
+    job = training.start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)
+    assert job.join(120) and job.snapshot().status == "completed"
+    run = runs.load_run(job.run_id)
+    assert run.metrics["validation_reused"] is True
+    assert run.metrics["test_accuracy"] == run.history["val_accuracy"][-1]
+    assert run.metrics["test_loss"] == pytest.approx(run.history["val_loss"][-1], rel=1e-5)
+    # the reused probabilities are what the saved model predicts: they were made by the final weights
+    cached = evaluation.load_cached_predictions(run.run_id)
+    fresh = evaluation.predict_test_set(runs.load_model(run.run_id), tiny_data.x_test)
+    np.testing.assert_allclose(cached.probabilities, fresh, atol=1e-5)
+
+
+def test_our_last_epoch_validation_loss_is_keras_own_with_label_smoothing(artifacts, tiny_data):
+    import keras
+
+    job = training.start_job(TrainConfig(epochs=2, label_smoothing=0.2, **QUICK), dataset=tiny_data)
+    assert job.join(120) and job.snapshot().status == "completed"
+    run = runs.load_run(job.run_id)
+    model = keras.saving.load_model(run.path / "model.keras", safe_mode=True)  # compiled as trained
+    loss, accuracy = model.evaluate(tiny_data.x_test.astype("float32"),
+                                    keras.utils.to_categorical(tiny_data.y_test, 10), verbose=0)
+    assert run.history["val_loss"][-1] == pytest.approx(loss, rel=1e-4)
+    assert run.history["val_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_with_ema_weights_the_final_evaluation_predicts_again(artifacts, tiny_data):
+    job = training.start_job(TrainConfig(epochs=2, weight_averaging="ema", **QUICK), dataset=tiny_data)
+    assert job.join(120) and job.snapshot().status == "completed"
+    run = runs.load_run(job.run_id)
+    assert run.metrics["validation_reused"] is False  # fit swapped the averaged weights in at its end
+    assert len(run.history["val_accuracy"]) == 2  # Keras validated every epoch itself
+    cached = evaluation.load_cached_predictions(run.run_id)
+    assert cached.accuracy == run.metrics["test_accuracy"]
