@@ -1,4 +1,4 @@
-"""The headless CLI: `python -m cifar_core train | resume | evaluate | predict | runs`.
+"""The headless CLI: `python -m cifar_core train | resume | evaluate | predict | export | runs`.
 
 It drives the same job, run folders and evaluation as the dashboard, and prints progress by
 polling the job's state, as the dashboard draws it.
@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from . import runs, training
+from . import export, runs, training
 from .config import ARCHITECTURES, TTA_LEVELS, TrainConfig
 from .presets import DEFAULT_PRESET, PRESETS, preset_config
-from .data import DataError, describe_source
+from .data import DataError, describe_source, locate_source
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a preset (default: the assignment's CNN) and save a run")
     _add_config_options(t)
+    t.add_argument("--name", default="", help="the run's name (shown beside its id everywhere)")
+    t.add_argument("--tag", dest="tags", action="append", default=[], help="a tag for the run; repeat for more")
     r = sub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
     r.add_argument("run_id")
     r.add_argument("--epochs", type=int, default=None, help="new total number of epochs")
@@ -73,8 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--run", dest="run_id", default=None, help="default: the newest run with a model")
     p.add_argument("--top", type=int, default=3, help="how many classes to show per file")
+    x = sub.add_parser("export", help="write a run's model for deployment: .keras, SavedModel or TensorFlow Lite")
+    x.add_argument("run_id")
+    x.add_argument("--format", dest="fmt", choices=export.FORMATS, default="keras",
+                   help="tflite writes float32 and dynamic-range quantised files (default %(default)s)")
+    x.add_argument("--out", type=Path, default=None, help="also copy the files into this folder")
     sub.add_parser("runs", help="list runs, newest first")
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="also show TensorFlow's start-up messages (absl, oneDNN, CUDA) on stderr")
     return parser
+
+
+def _load_tensorflow(args: argparse.Namespace) -> None:
+    """Import TensorFlow before a command needs it: quietly unless --verbose."""
+    if not args.verbose:
+        from .quiet import load_tensorflow_quietly
+
+        load_tensorflow_quietly()
 
 
 class _Failure(Exception):
@@ -85,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _train, "resume": _resume, "evaluate": _evaluate, "predict": _predict,
-                "runs": _list}[args.command](args, out)
+                "export": _export, "runs": _list}[args.command](args, out)
     except (_Failure, runs.RunError, DataError, training.JobBusyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -95,11 +113,14 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
 
 def _train(args: argparse.Namespace, out: TextIO) -> int:
     config = config_from_args(args)
+    locate_source(config.data)  # a missing or unrecognised source: refused before TensorFlow or a run folder
     print(f"preset: {config.preset}; data: {describe_source(config.data)}", file=out)
-    return _follow(training.start_job(config), out)
+    _load_tensorflow(args)
+    return _follow(training.start_job(config, name=args.name, tags=args.tags), out)
 
 
 def _resume(args: argparse.Namespace, out: TextIO) -> int:
+    _load_tensorflow(args)
     return _follow(training.resume_job(args.run_id, epochs=args.epochs), out)
 
 
@@ -173,6 +194,7 @@ def _evaluate(args: argparse.Namespace, out: TextIO) -> int:
 
     run_id = args.run_id or _newest_with_model()
     run = runs.load_run(run_id)
+    _load_tensorflow(args)
     if run.broken:
         raise _Failure(f"run {run_id} is broken: {run.broken}")
     model, stamp = runs.load_model_stamped(run_id)
@@ -192,24 +214,42 @@ def _evaluate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _predict(args: argparse.Namespace, out: TextIO) -> int:
+    """Every file is read and checked before TensorFlow or a model is loaded: a bad file is
+    answered at once, in one line on stderr, and only good files wait for the model."""
     from . import predict
 
     run_id = args.run_id or _newest_with_model()
-    model = runs.load_model(run_id)
-    failures = 0
+    inputs, failures = [], 0
     for path in args.files:
         try:
-            data = _read_upload(path)
-            _, x = predict.prepare_image(data, path.name)
-            probs = predict.predict_proba(model, x)[0]
+            inputs.append((path, predict.prepare_image(_read_upload(path), path.name)[1]))
         except (predict.ImageError, OSError) as exc:
             print(f"{path}: error: {exc}", file=sys.stderr)
             failures += 1
-            continue
-        tops = ", ".join(f"{name} {p:.1%}" for name, p in predict.top_k(probs, args.top))
-        warn = " (low confidence: maybe none of the ten classes)" if predict.is_low_confidence(probs) else ""
-        print(f"{path}: {tops}{warn}", file=out)
+    if inputs:
+        _load_tensorflow(args)
+        model = runs.load_model(run_id)
+        for path, x in inputs:
+            probs = predict.predict_proba(model, x)[0]
+            tops = ", ".join(f"{name} {p:.1%}" for name, p in predict.top_k(probs, args.top))
+            warn = " (low confidence: maybe none of the ten classes)" if predict.is_low_confidence(probs) else ""
+            print(f"{path}: {tops}{warn}", file=out)
     return 1 if failures else 0
+
+
+def _export(args: argparse.Namespace, out: TextIO) -> int:
+    _load_tensorflow(args)
+    result = export.export_run(args.run_id, args.fmt)
+    shown = export.copy_export(result, args.out) if args.out else result.paths
+    for path, name, size in zip(shown, (p.name for p in result.paths), result.sizes_bytes):
+        agreement = result.agreement.get(name)
+        print(f"{path}: {size / 2**20:.2f} MB"
+              + (f"; top-1 agrees with Keras on {agreement:.1%} of {result.agreement_images} test images"
+                 if agreement is not None else ""), file=out)
+    print(f"run {result.run_id}: {args.fmt} export "
+          + ("reused: the model has not changed since" if result.reused else f"written in {result.seconds:.2f} s")
+          + (f"; {result.note}" if result.note else ""), file=out)
+    return 0
 
 
 def _read_upload(path: Path) -> bytes:
@@ -231,5 +271,8 @@ def _list(args: argparse.Namespace, out: TextIO) -> int:
     for run in found:
         acc = f"{run.test_accuracy:.2%}" if run.test_accuracy is not None else "-"
         note = f"  BROKEN: {run.broken}" if run.broken else (f"  error: {run.error}" if run.error else "")
-        print(f"{run.run_id}  {run.status:<11} epochs {run.epochs_done:>3}  test acc {acc:>7}{note}", file=out)
+        named = f"  {run.name!r}" if run.name else ""
+        tags = f"  [{', '.join(run.tags)}]" if run.tags else ""
+        print(f"{run.run_id}  {run.status:<11} epochs {run.epochs_done:>3}  test acc {acc:>7}{named}{tags}{note}",
+              file=out)
     return 0

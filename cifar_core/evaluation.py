@@ -135,27 +135,29 @@ def read_predictions(path: Path) -> Optional[tuple[TestPredictions, str]]:
     return TestPredictions(probs, labels), stamp
 
 
-def load_cached_predictions(run_id: str) -> Optional[TestPredictions]:
-    """The cached predictions if they were made by the model file the run holds now, else None."""
-    path = runs.run_path(run_id) / PREDICTIONS_FILE
+def load_cached_predictions(run: "runs.Run | str") -> Optional[TestPredictions]:
+    """The cached predictions if they were made by the model file the run holds now, else None.
+    `run` is a loaded Run or a run id."""
+    path = (run.path if isinstance(run, runs.Run) else runs.run_path(run)) / PREDICTIONS_FILE
     found = read_predictions(path) if path.is_file() else None
     if found is None or found[1] != current_model_stamp(path.parent):
         return None  # none, damaged, from an older format, or from a model since replaced
     return found[0]
 
 
-def test_predictions(run_id: str, model: Any = None, data: Optional[Dataset] = None,
+def test_predictions(run: "runs.Run | str", model: Any = None, data: Optional[Dataset] = None,
                      model_stamp: Optional[str] = None) -> TestPredictions:
     """A run's test-set predictions: from the cache beside the run, else computed once and cached.
-    A `model` passed in is cached only with the `model_stamp` of the file it was loaded from."""
-    cached = load_cached_predictions(run_id)
+    `run` is a loaded Run (read once by the caller) or a run id. A `model` passed in is cached
+    only with the `model_stamp` of the file it was loaded from."""
+    run = run if isinstance(run, runs.Run) else runs.load_run(run)
+    cached = load_cached_predictions(run)
     if cached is not None:
         return cached
-    run = runs.load_run(run_id)
     if run.config is None:
-        raise runs.RunError(f"run {run_id} has no readable config.json ({run.broken})")
+        raise runs.RunError(f"run {run.run_id} has no readable config.json ({run.broken})")
     if model is None:
-        model, model_stamp = runs.load_model_stamped(run_id)
+        model, model_stamp = runs.load_model_stamped(run.run_id)
     data = data if data is not None else run_test_data(run)
     preds = TestPredictions(predict_test_set(model, data.x_test), np.asarray(data.y_test))
     if model_stamp is not None:

@@ -139,11 +139,15 @@ def make_tensorboard(run_dir: Path, initial_epoch: int, batches_per_epoch: int):
             super().on_train_begin(logs)
             self._global_train_batch = initial_epoch * batches_per_epoch  # Keras starts every fit at 0
 
-        def on_epoch_end(self, epoch, logs=None):
-            # Keras leaves the batch-level record_if (step % update_freq == 0) active here, which
-            # drops the epoch scalars of every epoch whose last step is not a multiple of it.
-            with self.summary.record_if(True):
-                super().on_epoch_end(epoch, logs)
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)  # the graph, once (no batch writer is pushed)
+            step = self._global_train_batch
+            if step % TENSORBOARD_BATCH_EVERY == 0 and isinstance(logs, dict):
+                # Written here rather than by Keras' update_freq=N, whose batch-level record_if also
+                # silenced the epoch scalars of any epoch whose last step was not a multiple of N.
+                with self._train_writer.as_default(step=step), self.summary.record_if(True):
+                    for name, value in logs.items():
+                        self.summary.scalar(f"batch_{name}", value)
 
         def close(self) -> None:
             """Flush and close the event files; fit skips on_train_end when a Stop or an error leaves it."""
@@ -151,5 +155,5 @@ def make_tensorboard(run_dir: Path, initial_epoch: int, batches_per_epoch: int):
                 self._close_writers()
 
     return RunTensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR), histogram_freq=0, write_graph=True,
-                          update_freq=TENSORBOARD_BATCH_EVERY)
+                          update_freq="epoch")
 

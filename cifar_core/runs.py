@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import TrainConfig
-from .meta import META_FILE, clean_meta, read_meta, write_meta  # noqa: F401 (META_FILE: re-exported)
+from .meta import MAX_NAME, MAX_NOTES, META_FILE, clean_meta, read_meta, write_meta  # noqa: F401 (re-exported)
 from .paths import runs_dir
 from .store import (  # noqa: F401 (re-exported: the run store's writers are used as runs.*)
     HISTORY_KEYS, RunError, model_stamp, read_json, save_model, update_status, write_history, write_json,

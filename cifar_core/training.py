@@ -204,14 +204,15 @@ def current_job() -> Optional[TrainingJob]:
     return _current
 
 
-def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None,
+def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: str = "", tags: Any = (),
               on_created: Optional[Callable[[TrainingJob], None]] = None) -> TrainingJob:
-    """Create a run folder and start training it in the background.
+    """Create a run folder (named and tagged as given) and start training it in the background.
 
     Raises:
       JobBusyError: a job is already running in this process (only one at a time).
       DataError: the data source does not exist or holds no CIFAR-10 data in a known layout.
       runs.RunError: the artifacts folder is not writable or nearly full.
+      ValueError: a name or tag that `runs.clean_meta` refuses.
     """
     global _current
     if dataset is None:
@@ -219,7 +220,7 @@ def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None,
         locate_source(config.data)  # a typo or an empty folder is refused before a run folder exists
     with _current_lock:
         _refuse_if_busy()
-        run_dir = runs.create_run(config)
+        run_dir = runs.create_run(config, name=name, tags=tags)
         job = TrainingJob(config, run_dir, dataset=dataset)
         _current = job
         if on_created:

@@ -46,31 +46,34 @@ def model_for(run: runs.Run) -> Any:
     return _model(run.run_id, model_stamp(run))[0]
 
 
+# Cached functions take the Run the page already read as an unhashed `_run` argument: the key is
+# (id, model stamp, config), and nothing below reads the run folder's JSON again.
+
 @st.cache_resource(max_entries=4, show_spinner="Loading the test images…")
-def _test_data(run_id: str, config_json: str) -> Dataset:
-    return evaluation.run_test_data(runs.load_run(run_id))
+def _test_data(run_id: str, config_json: str, _run: runs.Run) -> Dataset:
+    return evaluation.run_test_data(_run)
 
 
 def test_data_for(run: runs.Run) -> Dataset:
     """The exact test images the run was validated on (shared, read-only)."""
     _usable(run)
-    return _test_data(run.run_id, run.config.to_json())
+    return _test_data(run.run_id, run.config.to_json(), run)
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting the test set (once per model)…")
-def _predictions(run_id: str, stamp: str, config_json: str) -> TestPredictions:
-    cached = evaluation.load_cached_predictions(run_id)
+def _predictions(run_id: str, stamp: str, config_json: str, _run: runs.Run) -> TestPredictions:
+    cached = evaluation.load_cached_predictions(_run)
     if cached is not None:  # the usual case: training cached them; no model, no TensorFlow
         return cached
     model, loaded_stamp = _model(run_id, stamp)
-    return evaluation.test_predictions(run_id, model=model, data=_test_data(run_id, config_json),
+    return evaluation.test_predictions(_run, model=model, data=_test_data(run_id, config_json, _run),
                                        model_stamp=loaded_stamp)
 
 
 def predictions_for(run: runs.Run) -> tuple[TestPredictions, Dataset]:
     """The run's test-set predictions and the images they belong to."""
     _usable(run)
-    preds = _predictions(run.run_id, model_stamp(run), run.config.to_json())
+    preds = _predictions(run.run_id, model_stamp(run), run.config.to_json(), run)
     data = test_data_for(run)
     if not np.array_equal(preds.labels, data.y_test):
         raise runs.RunError(f"the cached predictions of run {run.run_id} do not match its test set "
@@ -79,14 +82,14 @@ def predictions_for(run: runs.Run) -> tuple[TestPredictions, Dataset]:
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting augmented copies of the test set…")
-def _tta_accuracy(run_id: str, stamp: str, config_json: str, level: str) -> float:
-    return evaluation.tta_predictions(_model(run_id, stamp)[0], _test_data(run_id, config_json), level).accuracy
+def _tta_accuracy(run_id: str, stamp: str, config_json: str, level: str, _run: runs.Run) -> float:
+    return evaluation.tta_predictions(_model(run_id, stamp)[0], _test_data(run_id, config_json, _run), level).accuracy
 
 
 def tta_accuracy_for(run: runs.Run, level: str) -> float:
     """Test accuracy of the run's model averaged over `level`'s augmented copies (once per model)."""
     _usable(run)
-    return _tta_accuracy(run.run_id, model_stamp(run), run.config.to_json(), level)
+    return _tta_accuracy(run.run_id, model_stamp(run), run.config.to_json(), level, run)
 
 
 PREVIEW_PIXELS = 512  # the original is kept only this large: a 40 MP upload would be ~120 MB

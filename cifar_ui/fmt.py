@@ -74,10 +74,11 @@ def status_badge(status: str) -> str:
 
 
 def run_label(run: Run) -> str:
-    """One line for pickers: id, status, test accuracy, preset."""
+    """One line for pickers: id, status, test accuracy, preset; the name first where one was given."""
     extra = f" · test acc {pct(run.test_accuracy)}" if run.test_accuracy is not None else ""
     preset = f" · {run.config.preset}" if run.config is not None else ""
-    return f"{run.run_id} · {run.status}{extra}{preset}"
+    name = f"{run.name} · " if run.name else ""
+    return f"{name}{run.run_id} · {run.status}{extra}{preset}"
 
 
 def epochs_text(run: Run) -> str:
@@ -91,6 +92,8 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
     for r in runs:
         rows.append({
             "run": r.run_id,
+            "name": r.name,
+            "tags": ", ".join(r.tags),
             "started": dt.datetime.fromtimestamp(r.started_at) if r.started_at else None,
             "status": "broken" if r.broken else r.status,
             "epochs": epochs_text(r),
@@ -101,6 +104,19 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
             "config": config_summary(r.config),
             "problem": r.broken or r.error or "",
         })
-    columns = ["run", "started", "status", "epochs", "test accuracy", "with TTA", "training time", "duration",
+    columns = ["run", "name", "tags", "started", "status", "epochs", "test accuracy", "with TTA", "training time", "duration",
                "config", "problem"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def filter_runs(runs: Sequence[Run], query: str = "", tags: Sequence[str] = ()) -> list[Run]:
+    """Runs whose id, name, tags or notes contain every word of `query` (any case), and that carry
+    every tag in `tags`."""
+    words = query.lower().split()
+    out = []
+    for r in runs:
+        text = " ".join([r.run_id, r.name, r.notes, *r.tags]).lower()
+        if all(w in text for w in words) and set(tags) <= set(r.tags):
+            out.append(r)
+    return out
+

@@ -1,15 +1,18 @@
 """Runs: every run in a table (broken ones with their reason), curves of several runs overlaid,
-downloads of a run's model and history, and deleting a run after confirmation."""
+downloads of a run's model and history, exports for deployment, and deleting a run after confirmation."""
+import functools
+
 import pandas as pd
 import streamlit as st
 
-from cifar_core import charts, evaluation, runs
+from cifar_core import charts, evaluation, export, runs
 from cifar_ui import fmt, nav, widgets
 
 nav.require_entry(nav.RUNS)
 
 COMPARE_DEFAULT = 3  # runs overlaid by default
 FLASH_KEY = "runs_flash"  # a message that survives the rerun after a delete
+EXPORT_TITLES = {"keras": "Keras (.keras)", "savedmodel": "TensorFlow SavedModel", "tflite": "TensorFlow Lite"}
 
 st.title("Runs")
 if FLASH_KEY in st.session_state:
@@ -20,8 +23,16 @@ if not all_runs:
     widgets.empty_state("No runs yet. Train one to see it here: every run is saved with its config, curves and model.")
     st.stop()
 
+f1, f2 = st.columns([2, 1])
+query = f1.text_input("Filter", placeholder="words in a run's id, name, tags or notes", key="runs_filter")
+all_tags = sorted({t for r in all_runs for t in r.tags})
+wanted_tags = f2.multiselect("Tags", all_tags, key="runs_filter_tags", disabled=not all_tags,
+                             placeholder="any tag" if all_tags else "no run is tagged yet")
+listed = fmt.filter_runs(all_runs, query, wanted_tags)
+if len(listed) < len(all_runs):
+    st.caption(f"{len(listed)} of {len(all_runs)} runs match.")
 st.dataframe(
-    fmt.runs_frame(all_runs), hide_index=True,
+    fmt.runs_frame(listed), hide_index=True,
     column_config={
         "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
         "test accuracy": st.column_config.NumberColumn(format="percent"),
@@ -32,13 +43,13 @@ st.dataframe(
 )
 
 st.subheader("Compare curves")
-with_history = [r for r in all_runs if not r.broken and r.history]
+with_history = [r for r in listed if not r.broken and r.history]
 if not with_history:
     st.caption("No run has a completed epoch yet.")
 else:
     chosen = st.multiselect("Runs", [r.run_id for r in with_history],
                             default=[r.run_id for r in with_history[:COMPARE_DEFAULT]])
-    labels = {r.run_id: f"{r.run_id} ({r.config.preset})" if r.config else r.run_id for r in with_history}
+    labels = {r.run_id: f"{r.title} ({r.config.preset})" if r.config else r.title for r in with_history}
     histories = {labels[r.run_id]: r.history for r in with_history if r.run_id in chosen}
     x_axis = st.segmented_control("Curves against", charts.X_AXES, default="epoch", key="runs_x",
                                   format_func={"epoch": "Epochs", "minutes": "Training minutes"}.get) or "epoch"
@@ -64,6 +75,20 @@ st.subheader("Files and deletion")
 run = widgets.pick_run(all_runs, label="Run", state_key="runs_page_run")
 if run.broken:
     st.warning(f"Run {run.run_id} is broken: {run.broken}", icon=":material/warning:")
+with st.form(f"meta-{run.run_id}", border=True):
+    st.markdown("**Name, tags and notes** (the id stays the folder's name; editable while it trains)")
+    m1, m2 = st.columns(2)
+    new_name = m1.text_input("Name", value=run.name, max_chars=runs.MAX_NAME)
+    new_tags = m2.text_input("Tags", value=" ".join(run.tags), help="Separated by spaces or commas.")
+    new_notes = st.text_area("Notes", value=run.notes, max_chars=runs.MAX_NOTES, height=80)
+    if st.form_submit_button("Save", icon=":material/save:"):
+        try:
+            runs.update_meta(run.run_id, name=new_name, notes=new_notes, tags=new_tags)
+        except (ValueError, runs.RunError) as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            st.session_state[FLASH_KEY] = f"Saved the name, tags and notes of {run.run_id}."
+            st.rerun()
 downloads = widgets.run_downloads(run)
 if downloads:
     cols = st.columns(len(downloads))
@@ -72,6 +97,32 @@ if downloads:
                             icon=":material/download:", on_click="ignore")
 else:
     st.caption("This run has no files to download yet.")
+
+with st.container(border=True):
+    st.markdown("**Export for deployment**: TensorFlow Lite comes as float32 and as a smaller "
+                "dynamic-range quantised copy, each checked against Keras on the run's test images.")
+    fmt_choice = st.segmented_control("Export format", export.FORMATS, default="keras", key="runs_export_format",
+                                      format_func=EXPORT_TITLES.get) or "keras"
+    if st.button("Build export", icon=":material/deployed_code:", disabled=run.model_path is None or bool(run.broken)):
+        with st.spinner(f"Exporting {run.run_id} as {EXPORT_TITLES[fmt_choice]}..."):
+            try:
+                export.export_run(run.run_id, fmt_choice)
+            except (runs.RunError, ValueError) as exc:
+                st.error(str(exc), icon=":material/error:")
+    built = export.current_export(run.run_id, fmt_choice)
+    if built is not None:
+        agreement = ", ".join(f"{name} {share:.1%}" for name, share in built.agreement.items())
+        st.caption(f"Built in {built.seconds:.1f} s from the run's current model."
+                   + (f" Top-1 agreement with Keras on {built.agreement_images} test images: {agreement}."
+                      if agreement else "")
+                   + (f" {built.note}." if built.note else ""))
+        for col, path, size in zip(st.columns(len(built.paths)), built.paths, built.sizes_bytes):
+            folder = path.is_dir()
+            col.download_button(f"{path.name}{'.zip' if folder else ''} ({size / 2**20:.1f} MB)",
+                                data=functools.partial(export.folder_zip, path) if folder else path.read_bytes,
+                                file_name=f"{run.run_id}-{path.name}{'.zip' if folder else ''}",
+                                mime="application/octet-stream" if path.suffix == ".tflite" else "application/zip",
+                                icon=":material/download:", on_click="ignore")
 
 with st.container(border=True):
     st.markdown(f"**Delete run `{run.run_id}`**: its folder, model and history are removed for good.")

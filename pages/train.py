@@ -73,6 +73,11 @@ with form_col:
     current_source = data.resolve_source()
     sources = list(SOURCES) + ([current_source] if current_source not in SOURCES else [])
     with st.form(f"config-{preset_name}"):  # one form per preset: switching presets refills it
+        n1, n2 = st.columns(2)
+        run_name = n1.text_input("Run name", max_chars=runs.MAX_NAME, placeholder="optional",
+                                 help="Shown in every run picker and on Runs; the run id stays the folder name.")
+        run_tags = n2.text_input("Tags", placeholder="e.g. baseline lr-sweep",
+                                 help="Separated by spaces or commas; Runs filters by them.")
         epochs = st.number_input("Epochs", min_value=1, max_value=1000, value=base.epochs)
         batch_size = st.number_input("Batch size", min_value=1, max_value=8192, value=base.batch_size)
         learning_rate = st.number_input("Learning rate (peak)", min_value=0.00001, max_value=1.0,
@@ -100,7 +105,7 @@ with form_col:
                 seed=int(seed), data=source,
                 train_subset=None if train_subset is None else int(train_subset),
                 test_subset=None if test_subset is None else int(test_subset), **recipe)
-            training.start_job(config)
+            training.start_job(config, name=run_name, tags=run_tags)
         except ValueError as exc:
             st.error(f"Check the form: {exc}", icon=":material/error:")
         except (training.JobBusyError, runs.RunError, data.DataError) as exc:

@@ -27,7 +27,8 @@ def run_cli(*args, artifacts, timeout=240):
 def trained(tmp_path_factory):
     """One CLI-trained run, shared by the read-only tests below."""
     artifacts = tmp_path_factory.mktemp("cli") / "artifacts"
-    done = run_cli("train", "--epochs", "2", *SMALL, artifacts=artifacts)
+    done = run_cli("train", "--epochs", "2", *SMALL, "--name", "cli run", "--tag", "smoke", "--tag", "cli",
+                   artifacts=artifacts)
     assert done.returncode == 0, done.stderr
     return artifacts, done
 
@@ -148,3 +149,38 @@ def test_a_kill_during_the_model_save_never_leaves_a_half_written_model(tmp_path
         proc.wait()
         if target.exists():
             keras.saving.load_model(target, safe_mode=True, compile=False)  # whole, or not there
+
+
+TF_STARTUP = ("absl::InitializeLog", "cudart_stub", "cpu_feature_guard", "cuInit", "oneDNN")
+
+
+def test_a_cli_user_sees_no_tensorflow_start_up_lines_and_the_runs_name_and_tags(trained):
+    artifacts, done = trained
+    assert not [m for m in TF_STARTUP if m in done.stderr], done.stderr
+    listed = run_cli("runs", artifacts=artifacts)
+    assert "'cli run'" in listed.stdout and "[smoke, cli]" in listed.stdout
+    (run_dir,) = (artifacts / "runs").iterdir()
+    assert json.loads((run_dir / runs.META_FILE).read_text()) == {"name": "cli run", "tags": ["smoke", "cli"]}
+
+
+def test_predict_answers_a_bad_file_in_one_line_without_loading_tensorflow(trained, tmp_path):
+    artifacts, _ = trained
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"not a picture at all")
+    out = run_cli("predict", str(bad), artifacts=artifacts)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith(f"{bad}: error:"), out.stderr
+    code = f"import sys; from cifar_core import cli; rc = cli.main(['predict', {str(bad)!r}]); " \
+           f"print(rc, 'tensorflow' in sys.modules)"
+    env = {**os.environ, "CIFAR_ARTIFACTS_DIR": str(artifacts)}
+    in_process = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=120)
+    assert in_process.stdout.strip() == "1 False"  # answered without importing TensorFlow
+
+
+def test_train_refuses_a_missing_data_source_before_a_run_folder_exists(tmp_path):
+    artifacts = tmp_path / "artifacts"
+    out = run_cli("train", "--epochs", "1", "--data", str(tmp_path / "typo"), artifacts=artifacts)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "does not exist" in out.stderr, out.stderr
+    assert not (artifacts / "runs").exists()
+

@@ -197,11 +197,15 @@ def test_train_starts_a_real_job_from_the_form_and_stops_it(artifacts):
     start = widget(at.button, "Start training")
     assert not start.disabled
     fill_quick_run(at, epochs=50)
+    widget(at.text_input, "Run name").input("from the form")
+    widget(at.text_input, "Tags").input("smoke")
     start.click().run()
     assert not at.exception and not at.error, texts(at.error)
     job = training.current_job()
     assert job is not None and job.run_dir.parent == artifacts / "runs"
     assert job.config.epochs == 50 and job.config.train_subset == QUICK["train_subset"]
+    named = runs.load_run(job.run_id)
+    assert (named.name, named.tags) == ("from the form", ("smoke",))
 
     # While it runs: Start is disabled with the reason; progress and Stop are shown.
     wait_for(lambda: job.snapshot().batch > 0, 90, "the first batch")
@@ -210,7 +214,8 @@ def test_train_starts_a_real_job_from_the_form_and_stops_it(artifacts):
     assert "Start is disabled" in texts(at.info)
     assert "Epoch 1/50" in at.progress[0].text
     titles = chart_titles(at)
-    assert {"Loss over Epochs", "Accuracy over Epochs"} <= set(titles)
+    assert {"Loss over Epochs", "Accuracy over Epochs", "Loss and accuracy per batch"} <= set(titles)
+    assert widget(at.slider, "Smoothing").value == pytest.approx(0.6)  # TensorBoard's default
 
     widget(at.button, "Stop").click().run()
     assert job.join(60), "the job did not stop within 60 s"
@@ -367,6 +372,33 @@ def test_runs_lists_offers_downloads_and_deletes_after_confirmation(with_run, ar
     assert not (artifacts / "runs" / with_run).exists()
     assert f"Deleted run {with_run}" in texts(at.success)
     assert "No runs yet" in texts(at.info)
+
+
+def test_runs_names_tags_and_annotates_a_run_and_filters_by_them(with_run, artifacts):
+    at = open_page("pages/runs.py")
+    widget(at.text_input, "Name").input("augmented baseline")
+    widget(at.text_input, "Tags").input("baseline, flip")
+    widget(at.text_area, "Notes").input("first try with flips")
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert f"Saved the name, tags and notes of {with_run}" in texts(at.success)
+    run = runs.load_run(with_run)
+    assert (run.name, run.tags, run.notes) == ("augmented baseline", ("baseline", "flip"), "first try with flips")
+    table = at.dataframe[0].value
+    assert table["name"].tolist() == ["augmented baseline"] and table["tags"].tolist() == ["baseline, flip"]
+    picker = widget(at.selectbox, "Run")
+    assert picker.options[0].startswith(f"augmented baseline · {with_run} · completed")  # pickers show the name
+
+    other = artifacts / "runs" / "20000101-000000-other"
+    shutil.copytree(artifacts / "runs" / with_run, other)
+    runs.update_meta(other.name, name="unrelated", notes="", tags=["sweep"])
+    at.run()
+    assert len(at.dataframe[0].value) == 2
+    widget(at.text_input, "Filter").input("flips").run()  # a word of the notes
+    assert at.dataframe[0].value["run"].tolist() == [with_run] and "1 of 2 runs match" in texts(at.caption)
+    widget(at.text_input, "Filter").input("").run()
+    widget(at.multiselect, "Tags").select("sweep").run()
+    assert at.dataframe[0].value["run"].tolist() == [other.name]
 
 
 def test_runs_refuses_to_delete_the_run_in_training(artifacts):

@@ -133,3 +133,38 @@ def test_full_disk_is_reported_before_training(artifacts, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 5 * 2**20, 5 * 2**20))
     with pytest.raises(runs.RunError, match="only 5 MB free"):
         runs.create_run(TrainConfig())
+
+
+def test_a_run_is_named_tagged_and_annotated_in_its_own_file(artifacts):
+    path = runs.create_run(TrainConfig(), run_id="named", name="  first   try ", tags="baseline, lr-sweep baseline")
+    run = runs.load_run("named")
+    assert (run.name, run.tags, run.title) == ("first try", ("baseline", "lr-sweep"), "first try")
+    assert json.loads((path / runs.META_FILE).read_text()) == {"name": "first try", "tags": ["baseline", "lr-sweep"]}
+    runs.update_status(path, status="stopped")  # the trainer's files never touch the name
+    run = runs.update_meta("named", notes="lr 1e-3 was too high")
+    assert (run.name, run.notes, run.tags) == ("first try", "lr 1e-3 was too high", ("baseline", "lr-sweep"))
+    assert runs.update_meta("named", name="").title == "named"  # an empty name falls back to the id
+    assert runs.load_run("named").notes == "lr 1e-3 was too high"
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"name": "x" * 81}, "name: at most 80"),
+    ({"tags": "ok not/ok"}, "'not/ok' is not a tag"),
+    ({"tags": [f"t{i}" for i in range(21)]}, "tags: at most 20"),
+    ({"notes": "n" * 5001}, "notes: at most 5000"),
+])
+def test_bad_names_tags_and_notes_are_refused_with_the_field(artifacts, fields, message):
+    runs.create_run(TrainConfig(), run_id="target")
+    with pytest.raises(ValueError, match=message):
+        runs.update_meta("target", **fields)
+    with pytest.raises(ValueError, match=message.split(":")[0]):
+        runs.create_run(TrainConfig(), run_id="never-made", **{k: v for k, v in fields.items() if k != "notes"}) \
+            if "notes" not in fields else runs.clean_meta(**fields)
+    assert not (runs_dir() / "never-made").exists()
+
+
+def test_a_damaged_meta_file_costs_the_name_not_the_run(artifacts):
+    path = runs.create_run(TrainConfig(), run_id="damaged", name="kept?")
+    (path / runs.META_FILE).write_text("{not json")
+    run = runs.load_run("damaged")
+    assert run.broken is None and run.name == "" and run.title == "damaged"
