@@ -41,7 +41,8 @@ def mark_entry_ran() -> None:
 
 
 def require_entry(page: PageInfo) -> None:
-    """Send a page that runs without the entry through it, keeping the destination.
+    """Send a page that runs without the entry through it, keeping the destination; then show
+    the lab's lock in the sidebar (cifar_ui/access.py), on every page.
 
     Until some session has run dashboard.py (and so st.navigation), Streamlit treats `pages/` as
     a legacy multipage folder: a deep link into a freshly started server runs the page alone,
@@ -49,3 +50,6 @@ def require_entry(page: PageInfo) -> None:
     """
     if not _entry_ran:
         st.switch_page(ENTRY, query_params={TARGET_PARAM: page.path})
+    from . import access  # every page starts here, so every page shows the lab's lock
+
+    access.sidebar()

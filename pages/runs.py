@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from cifar_core import charts, evaluation, export, runs
-from cifar_ui import fmt, nav, widgets
+from cifar_ui import access, fmt, nav, widgets
 
 nav.require_entry(nav.RUNS)
 
@@ -75,21 +75,79 @@ st.subheader("Files and deletion")
 run = widgets.pick_run(all_runs, label="Run", state_key="runs_page_run")
 if run.broken:
     st.warning(f"Run {run.run_id} is broken: {run.broken}", icon=":material/warning:")
-with st.form(f"meta-{run.run_id}", border=True):
-    st.markdown("**Name, tags and notes** (the id stays the folder's name; editable while it trains)")
-    m1, m2 = st.columns(2)
-    new_name = m1.text_input("Name", value=run.name, max_chars=runs.MAX_NAME)
-    new_tags = m2.text_input("Tags", value=" ".join(run.tags), help="Separated by spaces or commas.")
-    new_notes = st.text_area("Notes", value=run.notes, max_chars=runs.MAX_NOTES, height=80)
-    if st.form_submit_button("Save", icon=":material/save:"):
-        try:
-            runs.update_meta(run.run_id, name=new_name, notes=new_notes, tags=new_tags)
-        except (ValueError, runs.RunError) as exc:
-            st.error(str(exc), icon=":material/error:")
-        else:
-            st.session_state[FLASH_KEY] = f"Saved the name, tags and notes of {run.run_id}."
-            st.rerun()
-downloads = widgets.run_downloads(run)
+allowed, viewer = access.can_act(), access.read_only()  # the rules live in cifar_ui/access.py
+locked = access.locked_reason() or None
+
+
+def edit_meta() -> None:
+    with st.form(f"meta-{run.run_id}", border=True):
+        st.markdown("**Name, tags and notes** (the id stays the folder's name; editable while it trains)")
+        m1, m2 = st.columns(2)
+        new_name = m1.text_input("Name", value=run.name, max_chars=runs.MAX_NAME)
+        new_tags = m2.text_input("Tags", value=" ".join(run.tags), help="Separated by spaces or commas.")
+        new_notes = st.text_area("Notes", value=run.notes, max_chars=runs.MAX_NOTES, height=80)
+        if st.form_submit_button("Save", icon=":material/save:", disabled=not allowed, help=locked) and allowed:
+            try:
+                runs.update_meta(run.run_id, name=new_name, notes=new_notes, tags=new_tags)
+            except (ValueError, runs.RunError) as exc:
+                st.error(str(exc), icon=":material/error:")
+            else:
+                st.session_state[FLASH_KEY] = f"Saved the name, tags and notes of {run.run_id}."
+                st.rerun()
+
+
+def build_export() -> None:
+    with st.container(border=True):
+        st.markdown("**Export for deployment**: TensorFlow Lite comes as float32 and as a smaller "
+                    "dynamic-range quantised copy, each checked against Keras on the run's test images.")
+        fmt_choice = st.segmented_control("Export format", export.FORMATS, default="keras",
+                                          key="runs_export_format", format_func=EXPORT_TITLES.get) or "keras"
+        usable = run.model_path is not None and not run.broken
+        if st.button("Build export", icon=":material/deployed_code:", disabled=not usable or not allowed,
+                     help=locked) and allowed:
+            with st.spinner(f"Exporting {run.run_id} as {EXPORT_TITLES[fmt_choice]}..."):
+                try:
+                    export.export_run(run.run_id, fmt_choice)
+                except (runs.RunError, ValueError) as exc:
+                    st.error(str(exc), icon=":material/error:")
+        built = export.current_export(run.run_id, fmt_choice) if allowed else None
+        if built is not None:
+            agreement = ", ".join(f"{name} {share:.1%}" for name, share in built.agreement.items())
+            st.caption(f"Built in {built.seconds:.1f} s from the run's current model."
+                       + (f" Top-1 agreement with Keras on {built.agreement_images} test images: {agreement}."
+                          if agreement else "")
+                       + (f" {built.note}." if built.note else ""))
+            for col, path, size in zip(st.columns(len(built.paths)), built.paths, built.sizes_bytes):
+                folder = path.is_dir()
+                col.download_button(f"{path.name}{'.zip' if folder else ''} ({size / 2**20:.1f} MB)",
+                                    data=functools.partial(export.folder_zip, path) if folder else path.read_bytes,
+                                    file_name=f"{run.run_id}-{path.name}{'.zip' if folder else ''}",
+                                    mime="application/octet-stream" if path.suffix == ".tflite" else "application/zip",
+                                    icon=":material/download:", on_click="ignore")
+
+
+def delete_section() -> None:
+    with st.container(border=True):
+        st.markdown(f"**Delete run `{run.run_id}`**: its folder, model and history are removed for good.")
+        confirmed = st.checkbox(f"Yes, delete {run.run_id}", key=f"confirm-delete-{run.run_id}", disabled=not allowed)
+        if st.button("Delete run", type="primary", icon=":material/delete:", disabled=not (confirmed and allowed),
+                     help=locked) and allowed:
+            try:
+                runs.delete_run(run.run_id)
+            except runs.RunError as exc:
+                st.error(str(exc), icon=":material/error:")
+            else:
+                st.session_state[FLASH_KEY] = f"Deleted run {run.run_id}."
+                st.rerun()
+
+
+if viewer:
+    meta = " · ".join(p for p in (run.name, ", ".join(run.tags), run.notes) if p)
+    st.caption(meta or "This run has no name, tags or notes.")
+else:
+    edit_meta()
+# Model files leave the lab only for those who may act; curves and configs are for every viewer.
+downloads = [d for d in widgets.run_downloads(run) if allowed or not d[1].name.endswith(".keras")]
 if downloads:
     cols = st.columns(len(downloads))
     for col, (label, path, mime) in zip(cols, downloads):
@@ -97,41 +155,6 @@ if downloads:
                             icon=":material/download:", on_click="ignore")
 else:
     st.caption("This run has no files to download yet.")
-
-with st.container(border=True):
-    st.markdown("**Export for deployment**: TensorFlow Lite comes as float32 and as a smaller "
-                "dynamic-range quantised copy, each checked against Keras on the run's test images.")
-    fmt_choice = st.segmented_control("Export format", export.FORMATS, default="keras", key="runs_export_format",
-                                      format_func=EXPORT_TITLES.get) or "keras"
-    if st.button("Build export", icon=":material/deployed_code:", disabled=run.model_path is None or bool(run.broken)):
-        with st.spinner(f"Exporting {run.run_id} as {EXPORT_TITLES[fmt_choice]}..."):
-            try:
-                export.export_run(run.run_id, fmt_choice)
-            except (runs.RunError, ValueError) as exc:
-                st.error(str(exc), icon=":material/error:")
-    built = export.current_export(run.run_id, fmt_choice)
-    if built is not None:
-        agreement = ", ".join(f"{name} {share:.1%}" for name, share in built.agreement.items())
-        st.caption(f"Built in {built.seconds:.1f} s from the run's current model."
-                   + (f" Top-1 agreement with Keras on {built.agreement_images} test images: {agreement}."
-                      if agreement else "")
-                   + (f" {built.note}." if built.note else ""))
-        for col, path, size in zip(st.columns(len(built.paths)), built.paths, built.sizes_bytes):
-            folder = path.is_dir()
-            col.download_button(f"{path.name}{'.zip' if folder else ''} ({size / 2**20:.1f} MB)",
-                                data=functools.partial(export.folder_zip, path) if folder else path.read_bytes,
-                                file_name=f"{run.run_id}-{path.name}{'.zip' if folder else ''}",
-                                mime="application/octet-stream" if path.suffix == ".tflite" else "application/zip",
-                                icon=":material/download:", on_click="ignore")
-
-with st.container(border=True):
-    st.markdown(f"**Delete run `{run.run_id}`**: its folder, model and history are removed for good.")
-    confirmed = st.checkbox(f"Yes, delete {run.run_id}", key=f"confirm-delete-{run.run_id}")
-    if st.button("Delete run", type="primary", icon=":material/delete:", disabled=not confirmed):
-        try:
-            runs.delete_run(run.run_id)
-        except runs.RunError as exc:
-            st.error(str(exc), icon=":material/error:")
-        else:
-            st.session_state[FLASH_KEY] = f"Deleted run {run.run_id}."
-            st.rerun()
+if not viewer:
+    build_export()
+    delete_section()

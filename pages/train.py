@@ -6,7 +6,7 @@ import streamlit as st
 
 from cifar_core import charts, data, evaluation, presets, runs, training
 from cifar_core.config import ARCHITECTURES, TTA_LEVELS, TrainConfig
-from cifar_ui import fmt, nav, widgets
+from cifar_ui import access, fmt, nav, widgets
 
 nav.require_entry(nav.TRAIN)
 
@@ -61,8 +61,10 @@ def recipe_inputs(base: TrainConfig) -> dict:
     return out
 
 
-with form_col:
-    st.subheader("New run")
+allowed = access.can_act()  # cifar_ui/access.py: read-only viewers get no form, a locked lab a disabled one
+
+
+def new_run_form() -> None:
     preset_name = st.selectbox(
         "Recipe", list(presets.PRESETS), index=list(presets.PRESETS).index(presets.DEFAULT_PRESET),
         format_func=lambda n: presets.PRESETS[n].title, key="cifar_preset",
@@ -94,11 +96,11 @@ with form_col:
         with st.expander("Recipe details", icon=":material/tune:"):
             recipe = recipe_inputs(base)
         start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
-                                      disabled=busy)
+                                      disabled=busy or not allowed, help=access.locked_reason() or None)
     if busy:
         st.info(f"Start is disabled while run `{snap.run_id}` is training: stop it or wait for it to finish.",
                 icon=":material/hourglass_top:")
-    if start:  # a stale tab can still submit while busy: start_job then says why it refuses
+    if start and allowed:  # a stale tab can still submit while busy: start_job then says why it refuses
         try:
             config = presets.preset_config(
                 preset_name, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
@@ -113,6 +115,8 @@ with form_col:
         else:
             st.rerun()
 
+
+def resume_section() -> None:
     resumable = widgets.resumable_runs(runs.list_runs())
     with st.expander("Resume or extend a run", icon=":material/replay:"):
         if not resumable:
@@ -123,13 +127,24 @@ with form_col:
             total = st.number_input("Train up to epoch", min_value=done + 1, max_value=1000,
                                     value=max(run.config.epochs, done + 1),
                                     help=f"The run has {done} epoch(s); training continues from its last saved model.")
-            if st.button("Resume", icon=":material/play_arrow:", disabled=busy):
+            if st.button("Resume", icon=":material/play_arrow:", disabled=busy or not allowed,
+                         help=access.locked_reason() or None) and allowed:
                 try:
                     training.resume_job(run.run_id, epochs=int(total))
                 except (training.JobBusyError, runs.RunError) as exc:
                     st.error(str(exc), icon=":material/error:")
                 else:
                     st.rerun()
+
+
+with form_col:
+    st.subheader("New run")
+    if access.read_only():
+        st.info("This lab is read-only: watch the current job here and browse every run on the other pages.",
+                icon=":material/visibility:")
+    else:
+        new_run_form()
+        resume_section()
 
 
 def show_result(snap: training.JobSnapshot) -> None:
@@ -158,6 +173,11 @@ def show_result(snap: training.JobSnapshot) -> None:
     links[2].page_link(nav.PREDICT.path, label="Try your own pictures", icon=nav.PREDICT.icon)
 
 
+def stop_if_allowed() -> None:
+    if access.can_act():  # checked again here: the button's state is only what the browser saw
+        training.stop_job()
+
+
 def live_panel(job: training.TrainingJob, active: bool) -> None:
     """The job's progress and charts; re-drawn every second only while the job is active."""
 
@@ -168,8 +188,10 @@ def live_panel(job: training.TrainingJob, active: bool) -> None:
             st.rerun(scope="app")  # ended: enable Start, show results, stop polling
         widgets.job_progress(snap)
         if snap.is_active:
-            st.button("Stop", icon=":material/stop:", on_click=training.stop_job,
-                      disabled=snap.status == "stopping", help="Stops after the current batch and saves the model.")
+            if not access.read_only():
+                st.button("Stop", icon=":material/stop:", on_click=stop_if_allowed,
+                          disabled=snap.status == "stopping" or not access.can_act(),
+                          help=access.locked_reason() or "Stops after the current batch and saves the model.")
         else:
             show_result(snap)
         smoothing = st.slider("Smoothing", min_value=0.0, max_value=0.99, value=charts.DEFAULT_SMOOTHING, step=0.01,

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import pytest
 
+import shutil
+
 from cifar_core import training
+from cifar_core.config import TrainConfig
 from cifar_core.data import make_synthetic
+
+# The page tests' trained run: synthetic data, small enough for one epoch in seconds.
+PAGE_QUICK = dict(data="synthetic", train_subset=600, test_subset=200, batch_size=32)
 
 
 @pytest.fixture
@@ -30,3 +36,24 @@ def _no_job_left_running():
     if job is not None and job.is_alive:
         job.stop()
         assert job.join(120), "a training job did not stop within 120 s"
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One run really trained on synthetic data (1 epoch), to be copied into each test's store."""
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CIFAR_ARTIFACTS_DIR", str(root))
+        mp.setenv("CIFAR10_DATA", "synthetic")
+        job = training.start_job(TrainConfig(epochs=1, **PAGE_QUICK))
+        assert job.join(180), "training the session's run took over 180 s"
+    snap = job.snapshot()
+    assert snap.status == "completed", snap.error
+    return root / "runs" / job.run_id
+
+
+@pytest.fixture
+def with_run(artifacts, finished_run):
+    """The session's finished run, copied (timestamps kept) into this test's artifacts folder."""
+    shutil.copytree(finished_run, artifacts / "runs" / finished_run.name)
+    return finished_run.name

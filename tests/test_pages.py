@@ -31,27 +31,6 @@ QUICK = dict(data="synthetic", train_subset=600, test_subset=200, batch_size=32)
 
 # --- fixtures and helpers -----------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory):
-    """One run really trained on synthetic data (1 epoch), to be copied into each test's store."""
-    root = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CIFAR_ARTIFACTS_DIR", str(root))
-        mp.setenv("CIFAR10_DATA", "synthetic")
-        job = training.start_job(TrainConfig(epochs=1, **QUICK))
-        assert job.join(180), "training the session's run took over 180 s"
-    snap = job.snapshot()
-    assert snap.status == "completed", snap.error
-    return root / "runs" / job.run_id
-
-
-@pytest.fixture
-def with_run(artifacts, finished_run):
-    """The session's finished run, copied (timestamps kept) into this test's artifacts folder."""
-    shutil.copytree(finished_run, artifacts / "runs" / finished_run.name)
-    return finished_run.name
-
-
 @pytest.fixture
 def broken_run(with_run, artifacts):
     """A run folder beside the good one whose status.json is garbled."""

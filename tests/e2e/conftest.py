@@ -3,6 +3,7 @@ port (synthetic data, a private artifacts folder), Debian's Chromium through Pla
 screenshot plus the server's log in test-results/e2e/ whenever a test fails."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -99,17 +101,15 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory, chromium_path) -> Server:
-    """`streamlit run dashboard.py` on a free port with synthetic data; stopped at the end."""
-    session_dir = tmp_path_factory.mktemp("e2e-server")
+@contextlib.contextmanager
+def _running_server(session_dir: Path, **extra_env: str) -> Iterator[Server]:
+    """`streamlit run dashboard.py` on a free loopback port with synthetic data and `extra_env`."""
     artifacts_dir = session_dir / "artifacts"
     log_path = session_dir / "streamlit.log"  # copied to RESULTS_DIR when a test fails
     port = _free_port()
-    env = {**os.environ, "CIFAR_ARTIFACTS_DIR": str(artifacts_dir), "CIFAR10_DATA": "synthetic"}
+    env = {**os.environ, "CIFAR_ARTIFACTS_DIR": str(artifacts_dir), "CIFAR10_DATA": "synthetic", **extra_env}
     command = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--browser.gatherUsageStats", "false"]
+               "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # address: config.toml's
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -132,6 +132,24 @@ def server(tmp_path_factory, chromium_path) -> Server:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, chromium_path) -> Server:
+    """The app as a local user starts it; stopped at the end of the session."""
+    with _running_server(tmp_path_factory.mktemp("e2e-server")) as srv:
+        yield srv
+
+
+LAB_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def locked_server(tmp_path_factory, chromium_path) -> Server:
+    """The app shared with a password (CIFAR_LAB_PASSWORD) for actions."""
+    with _running_server(tmp_path_factory.mktemp("e2e-locked"), CIFAR_LAB_PASSWORD=LAB_PASSWORD) as srv:
+        srv.password = LAB_PASSWORD
+        yield srv
 
 
 @pytest.fixture(scope="session")

@@ -329,3 +329,29 @@ def test_train_with_the_fast_preset_records_it(page, server):
     assert config["preset"] == "fast" and config["architecture"] == "airbench", config
     assert config["batch_size"] == 32 and config["tta"] == "flip_shift"
     no_traceback(page)
+
+
+def test_a_lab_with_a_password_lets_everyone_watch_and_only_the_unlocked_act(browser, locked_server):
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
+    try:
+        first, second = (c.new_page() for c in contexts)
+        open_page(first, locked_server.url, "/train", "Train")
+        expect(start_button(first)).to_be_disabled()  # viewing is open, acting is not
+        password = first.get_by_label("Lab password")
+        password.fill("guess")
+        first.get_by_role("button", name="Unlock").click()
+        expect(live(first, "stAlertContainer").filter(has_text="Wrong password")).to_be_visible()
+        expect(start_button(first)).to_be_disabled()
+        first.get_by_label("Lab password").fill(locked_server.password)
+        first.get_by_role("button", name="Unlock").click()
+        expect(first.get_by_text("Actions unlocked for this session")).to_be_visible(timeout=PAGE_MS)
+        expect(start_button(first)).to_be_enabled()
+
+        open_page(second, locked_server.url, "/train", "Train")  # another browser: still locked
+        expect(start_button(second)).to_be_disabled()
+        expect(second.get_by_label("Lab password")).to_be_visible()
+        no_traceback(first)
+        no_traceback(second)
+    finally:
+        for c in contexts:
+            c.close()
