@@ -138,7 +138,8 @@ def _follow(job: training.TrainingJob, out: TextIO) -> int:
                 line = (f"epoch {i + 1}/{snap.epochs}: loss {hist['loss'][i]:.4f} acc {hist['accuracy'][i]:.4f}"
                         + (f" val_loss {hist['val_loss'][i]:.4f} val_acc {hist['val_accuracy'][i]:.4f}"
                            if "val_accuracy" in hist and i < len(hist["val_accuracy"]) else "")
-                        + (f" train {hist['train_seconds'][i]:.0f} s" if i < len(hist.get("train_seconds", [])) else ""))
+                        + (f" train {hist['train_seconds'][i]:.0f} s" if i < len(hist.get("train_seconds", [])) else "")
+                        + (f" ({snap.images_per_second:.0f} img/s)" if snap.images_per_second else ""))
                 print(("\r" if tty else "") + line.ljust(len(last_line)), file=out)
                 epochs_printed += 1
                 last_line = ""

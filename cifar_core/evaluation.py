@@ -161,7 +161,10 @@ def test_predictions(run: "runs.Run | str", model: Any = None, data: Optional[Da
     data = data if data is not None else run_test_data(run)
     preds = TestPredictions(predict_test_set(model, data.x_test), np.asarray(data.y_test))
     if model_stamp is not None:
-        save_predictions(run.path, preds, model_stamp)
+        try:
+            save_predictions(run.path, preds, model_stamp)
+        except OSError:
+            pass  # a full disk or a read-only folder costs the cache (time), never the answer
     return preds
 
 

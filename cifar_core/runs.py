@@ -15,8 +15,9 @@ from .config import TrainConfig
 from .meta import MAX_NAME, MAX_NOTES, META_FILE, clean_meta, read_meta, write_meta  # noqa: F401 (re-exported)
 from .paths import runs_dir
 from .store import (  # noqa: F401 (re-exported: the run store's writers are used as runs.*)
-    HISTORY_KEYS, RunError, model_stamp, read_json, save_model, update_status, write_history, write_json,
-    write_metrics, write_text,
+    HISTORY_KEYS, DiskFullError, RunError, disk_full_reason, forget_unsaved_status, keep_unsaved_status,
+    model_stamp, process_identity, read_json, read_status, release_space, reserve_space, save_model, trainer_alive,
+    update_status, write_history, write_json, write_metrics, write_text,
 )
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -163,25 +164,12 @@ def create_run(config: TrainConfig, run_id: Optional[str] = None, name: str = ""
     except OSError as exc:
         raise RunError(f"cannot create run folder {path}: {exc}") from exc
     write_json(path / "config.json", config.to_dict())
-    write_json(path / "status.json", {
-        "status": "running", "started_at": time.time(), "pid": os.getpid(),
-        "host": socket.gethostname(), "epochs_done": 0,
-    })
+    write_json(path / "status.json", {"status": "running", "started_at": time.time(), "epochs_done": 0,
+                                      **process_identity()})
     if meta:
         write_json(path / META_FILE, meta)
+    reserve_space(path)  # the trainer's last words fit even if the disk fills (training releases it)
     return path
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def load_run(run_id: str) -> Run:
@@ -193,7 +181,7 @@ def load_run(run_id: str) -> Run:
     run = Run(run_id=run_id, path=path)
     problems = []
     try:
-        status = read_json(path / "status.json")
+        status = read_status(path)
         if not isinstance(status, dict) or not isinstance(status.get("status"), str):
             raise RunError("status.json has no status")
         run.status = status["status"]
@@ -204,7 +192,7 @@ def load_run(run_id: str) -> Run:
         run.error = status.get("error") if isinstance(status.get("error"), str) else None
         if run.status in ACTIVE and run_id not in LIVE_RUN_IDS:
             mine = status.get("pid") == os.getpid() and status.get("host") == socket.gethostname()
-            if mine or not _pid_alive(status.get("pid")) or status.get("host") != socket.gethostname():
+            if mine or not trainer_alive(status) or status.get("host") != socket.gethostname():
                 run.status = "interrupted"  # its trainer is gone: killed, crashed or restarted
     except RunError as exc:
         problems.append(str(exc))

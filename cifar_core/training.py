@@ -6,7 +6,6 @@ Importing this module does not import TensorFlow; starting a job does.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import traceback
@@ -82,10 +81,25 @@ class TrainingJob:
         try:
             self._train()
         except BaseException as exc:  # the thread must always leave a final status behind
-            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._finish("failed", error=message, detail=traceback.format_exc())
+            self._finish("failed", error=self._failure_message(exc), detail=traceback.format_exc())
         finally:
             runs.LIVE_RUN_IDS.discard(self.run_id)
+
+    def _failure_message(self, exc: BaseException) -> str:
+        """What went wrong, for people; a full disk says which folder and what to do."""
+        reason = runs.disk_full_reason(exc)
+        if reason is None:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        cause: Optional[BaseException] = exc
+        for _ in range(20):  # the chain of causes, looking for the write that named its file
+            if cause is None or isinstance(cause, runs.DiskFullError):
+                break
+            cause = cause.__cause__ or cause.__context__
+        cause = cause if isinstance(cause, runs.DiskFullError) else None
+        doing = self.state.get("message")  # e.g. "Saving checkpoint of epoch 2"
+        what = str(cause) if cause is not None else \
+            f"the disk holding {self.run_dir} is full ({reason}) while {doing[:1].lower()}{doing[1:]}"
+        return f"{what}; free space and resume the run"
 
     def _train(self) -> None:
         import keras
@@ -161,9 +175,16 @@ class TrainingJob:
         if error:
             fields.update(error=error, traceback=detail)
         try:
-            runs.update_status(self.run_dir, **fields)
+            try:
+                runs.update_status(self.run_dir, **fields)
+            except OSError:
+                runs.release_space(self.run_dir)  # a full disk: the room set aside for these last words
+                runs.update_status(self.run_dir, **fields)
         except OSError:
-            pass  # the folder itself is gone or read-only; the live state still tells the user
+            # Still full, or the folder is gone or read-only: this process's readers see the final
+            # status anyway (load_run lays it over the file and writes it once there is room).
+            runs.keep_unsaved_status(self.run_dir, fields)
+        runs.release_space(self.run_dir)
         self.state.update(status=status, message=message or messages[status], finished_at=now, error=error,
                           metrics=metrics, eta_seconds=0.0 if status == "completed" else None)
 
@@ -251,9 +272,11 @@ def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Option
         runs.check_writable(runs.runs_dir())
         history = {k: v[:done] for k, v in run.history.items()}
         runs.write_json(run.path / "config.json", config.to_dict())
+        runs.forget_unsaved_status(run.path)  # a full disk's failure, superseded by this resume
         runs.update_status(run.path, status="running", finished_at=None, error=None, traceback=None,
-                           pid=os.getpid(), host=socket.gethostname(), prior_seconds=run.duration_seconds or 0.0,
-                           resumed_at=time.time(), resumed_from_epoch=done)
+                           prior_seconds=run.duration_seconds or 0.0, resumed_at=time.time(),
+                           resumed_from_epoch=done, **runs.process_identity())
+        runs.reserve_space(run.path)
         from .evaluation import PREDICTIONS_FILE
 
         for stale in ("metrics.json", PREDICTIONS_FILE):  # they describe the model being retired
