@@ -11,8 +11,8 @@ from . import runs
 from .config import TrainConfig
 
 MAX_BATCH_POINTS = 2000  # per-batch curve length kept in memory; older points are thinned
+LIVE_POINTS = 500  # per-batch curve length watchers get (dashboard tabs, live.json): a chart's worth
 ACTIVE_STATUSES = ("preparing", *runs.ACTIVE)  # "preparing" lives only in memory
-
 
 
 @dataclasses.dataclass
@@ -38,6 +38,8 @@ class JobSnapshot:
     finished_at: Optional[float] = None
     error: Optional[str] = None
     metrics: Optional[dict[str, Any]] = None
+    version: int = 0  # of the curves: a watcher redraws its charts only when this changes
+    owner: str = ""  # who trains it, when read from a run folder ("host, pid N")
 
     @property
     def is_active(self) -> bool:
@@ -63,6 +65,38 @@ class JobState:
             epochs=config.epochs, initial_epoch=initial_epoch, epoch=initial_epoch,
             history=copy.deepcopy(history), started_at=time.time(),
         )
+        self._published = copy.deepcopy(self._snap)
+
+    def publish(self) -> JobSnapshot:
+        """A copy for watchers, curves thinned to LIVE_POINTS, kept as the one `view` serves
+        until the next publish. The publisher calls this every couple of seconds; every tab's
+        once-a-second refresh then shares one version of the curves instead of copying and
+        charting 2,000 points each time."""
+        with self._lock:
+            return self._publish_locked()
+
+    def _publish_locked(self) -> JobSnapshot:
+        s = self._snap
+        keep = thin_indices(len(s.batch_steps), LIVE_POINTS)
+        def points(values: list[float]) -> list[float]:  # 6 digits: half the JSON, nothing a chart shows
+            return [float(f"{values[i]:.6g}") for i in keep]
+
+        self._published = dataclasses.replace(
+            s, batch_steps=points(s.batch_steps), batch_loss=points(s.batch_loss),
+            batch_accuracy=points(s.batch_accuracy), history=copy.deepcopy(s.history),
+            metrics=copy.deepcopy(s.metrics), version=self._published.version + 1)
+        return self._published
+
+    def view(self) -> JobSnapshot:
+        """The live progress (status, epoch, batch, rate) with the curves as last published; a
+        job that has ended is published at once, so its final curves are never stale. The curves
+        are shared with other readers: treat them as read-only."""
+        with self._lock:
+            if self._snap.status not in ACTIVE_STATUSES and self._published.status != self._snap.status:
+                self._publish_locked()
+            p = self._published
+            return dataclasses.replace(self._snap, batch_steps=p.batch_steps, batch_loss=p.batch_loss,
+                                       batch_accuracy=p.batch_accuracy, history=p.history, version=p.version)
 
     def snapshot(self) -> JobSnapshot:
         with self._lock:
@@ -112,3 +146,10 @@ class JobState:
             for k, v in logs.items():
                 self._snap.history.setdefault(k, []).append(float(v))
             return copy.deepcopy(self._snap.history)
+
+
+def thin_indices(n: int, limit: int) -> list[int]:
+    """At most `limit` indices spread evenly over range(n), the first and last always kept."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from . import heartbeat
 from .config import TrainConfig
 from .meta import MAX_NAME, MAX_NOTES, META_FILE, clean_meta, read_meta, write_meta  # noqa: F401 (re-exported)
 from .paths import runs_dir
@@ -191,8 +192,10 @@ def load_run(run_id: str) -> Run:
         run.prior_seconds = _number(status.get("prior_seconds")) or 0.0
         run.error = status.get("error") if isinstance(status.get("error"), str) else None
         if run.status in ACTIVE and run_id not in LIVE_RUN_IDS:
-            mine = status.get("pid") == os.getpid() and status.get("host") == socket.gethostname()
-            if mine or not trainer_alive(status) or status.get("host") != socket.gethostname():
+            here = status.get("host") == socket.gethostname()
+            mine = here and status.get("pid") == os.getpid()
+            # A trainer on another host (a cluster's chief on shared storage) lives while it publishes.
+            if mine or not (trainer_alive(status) if here else heartbeat.fresh(path)):
                 run.status = "interrupted"  # its trainer is gone: killed, crashed or restarted
     except RunError as exc:
         problems.append(str(exc))

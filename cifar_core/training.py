@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import runs
+from . import live, runs
 from .config import TrainConfig
 from .data import Dataset, load_training_data, locate_source, resolve_source  # noqa: F401 (re-exported)
 from .jobstate import ACTIVE_STATUSES, MAX_BATCH_POINTS, JobSnapshot, JobState  # noqa: F401 (re-exported)
@@ -41,6 +41,10 @@ class TrainingJob:
         # ("prepared": data and model ready, before fit; "finishing": before the final status).
         self.hooks: dict[str, Callable[[], None]] = {}
         self.final_probabilities = None  # the last epoch's test-split predictions, when made (see progress)
+        # live.json for watchers in other processes, and stop requests through the folder; a
+        # distributed job's non-chief workers set this False (they write nothing to the run folder).
+        self.publish_live = True
+        self._publisher: Optional[live.Publisher] = None
 
     def _hook(self, name: str) -> None:
         if name in self.hooks:
@@ -55,6 +59,9 @@ class TrainingJob:
 
     def start(self) -> "TrainingJob":
         runs.LIVE_RUN_IDS.add(self.run_id)
+        if self.publish_live:
+            self._publisher = live.Publisher(self)
+            self._publisher.start()
         self._thread.start()
         return self
 
@@ -83,6 +90,8 @@ class TrainingJob:
         except BaseException as exc:  # the thread must always leave a final status behind
             self._finish("failed", error=self._failure_message(exc), detail=traceback.format_exc())
         finally:
+            if self._publisher is not None:
+                self._publisher.finish()
             runs.LIVE_RUN_IDS.discard(self.run_id)
 
     def _failure_message(self, exc: BaseException) -> str:

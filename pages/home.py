@@ -2,7 +2,7 @@
 import streamlit as st
 
 from cifar_core import data, runs
-from cifar_ui import fmt, nav, widgets
+from cifar_ui import fmt, nav, watch, widgets
 
 nav.require_entry(nav.HOME)
 
@@ -31,18 +31,23 @@ with left:
         )
 
     st.subheader("Current job")
-    job = widgets.visible_job()
-    active = job is not None and job.snapshot().is_active
+    found = watch.targets()
+    active = [t.run_id for t in found if t.is_active()]
 
-    @st.fragment(run_every=2.0 if active else None)
+    @st.fragment(run_every=2.0 if active else 5.0)
     def job_status() -> None:
-        if job is None:
-            st.caption("No training job since the server started; past runs are listed below.")
-        else:
-            snap = job.snapshot()
-            widgets.job_progress(snap)
-            if active and not snap.is_active:
-                st.rerun(scope="app")  # finished: refresh the runs table too, and stop polling
+        now = watch.targets()
+        if [t.run_id for t in now if t.is_active()] != active:
+            st.rerun(scope="app")  # one finished or one started elsewhere: refresh the runs table too
+        if not now:
+            st.caption("No training job since the server started; past runs are listed below. "
+                       "Runs started from the command line show up here while they train.")
+        for target in now:
+            snap = target.view()
+            if snap is not None:
+                widgets.job_progress(snap)
+                if not target.owned:
+                    st.caption(f"Trained by another process ({snap.owner or 'no report yet'}).")
         st.page_link(nav.TRAIN.path, label="Open Train", icon=nav.TRAIN.icon)
 
     job_status()

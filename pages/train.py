@@ -4,18 +4,20 @@ The job belongs to the server (`training.current_job()`), not to this tab: every
 shows the same job. The live panel polls once a second only while a job is active."""
 import streamlit as st
 
-from cifar_core import charts, data, evaluation, presets, runs, training
+from cifar_core import charts, data, evaluation, live, presets, runs, training
 from cifar_core.config import ARCHITECTURES, TTA_LEVELS, TrainConfig
-from cifar_ui import access, fmt, nav, widgets
+from cifar_ui import access, fmt, nav, watch, widgets
 
 nav.require_entry(nav.TRAIN)
 
 REFRESH_SECONDS = 1.0  # live panel refresh while a job runs
+CURVES_SECONDS = live.PUBLISH_SECONDS  # the curves change only when the trainer publishes them
+NEW_RUN_POLL_SECONDS = 5.0  # while idle: how often to look for a run started elsewhere
 SOURCES = ("keras", "synthetic")
 
 st.title("Train")
 job = widgets.visible_job()
-snap = job.snapshot() if job else None
+snap = job.state.view() if job else None
 busy = job is not None and (job.is_alive or snap.is_active)
 
 form_col, job_col = st.columns([1, 2], gap="large")
@@ -173,46 +175,92 @@ def show_result(snap: training.JobSnapshot) -> None:
     links[2].page_link(nav.PREDICT.path, label="Try your own pictures", icon=nav.PREDICT.icon)
 
 
-def stop_if_allowed() -> None:
+def stop_if_allowed(target: watch.Target) -> None:
     if access.can_act():  # checked again here: the button's state is only what the browser saw
-        training.stop_job()
+        st.session_state["cifar_stop_note"] = target.stop()
 
 
-def live_panel(job: training.TrainingJob, active: bool) -> None:
-    """The job's progress and charts; re-drawn every second only while the job is active."""
+def live_panel(target: watch.Target, active: bool) -> None:
+    """A run's progress and charts, this server's job or one training elsewhere. While it is
+    active the progress refreshes every second and the charts as often as the trainer publishes
+    new curves; the figures come from a cache shared by every tab (cifar_ui/watch.py)."""
 
     @st.fragment(run_every=REFRESH_SECONDS if active else None)
-    def panel() -> None:
-        snap = job.snapshot()
-        if active and not (snap.is_active or job.is_alive):
+    def progress() -> None:
+        snap = target.view()
+        if snap is None:
+            st.warning(f"Run `{target.run_id}` is gone (deleted, or the artifacts folder changed).",
+                       icon=":material/warning:")
+            return
+        if active and not (snap.is_active or (target.job is not None and target.job.is_alive)):
             st.rerun(scope="app")  # ended: enable Start, show results, stop polling
         widgets.job_progress(snap)
+        if not target.owned:
+            st.caption(f"Trained by another process ({snap.owner or 'no report yet'}); this page reads its "
+                       f"run folder, and Stop asks it to stop through that folder.")
         if snap.is_active:
             if not access.read_only():
-                st.button("Stop", icon=":material/stop:", on_click=stop_if_allowed,
+                st.button("Stop", icon=":material/stop:", on_click=stop_if_allowed, args=(target,),
+                          key=f"cifar_stop_{target.run_id}",
                           disabled=snap.status == "stopping" or not access.can_act(),
                           help=access.locked_reason() or "Stops after the current batch and saves the model.")
+            note = st.session_state.get("cifar_stop_note")
+            if note and snap.status != "stopping":
+                st.caption(note)
         else:
             show_result(snap)
+
+    @st.fragment(run_every=CURVES_SECONDS if active else None)
+    def curves() -> None:
+        snap = target.view()
+        if snap is None:
+            return
         smoothing = st.slider("Smoothing", min_value=0.0, max_value=0.99, value=charts.DEFAULT_SMOOTHING, step=0.01,
                               key="cifar_train_smoothing",
                               help="Exponential moving average of the per-batch values, as TensorBoard's "
                                    "smoothing slider; 0 shows the raw values.")
-        st.plotly_chart(charts.batch_curves(snap.batch_steps, snap.batch_loss, snap.batch_accuracy,
-                                            smoothing=smoothing))
+        st.plotly_chart(watch.batch_figure(snap, smoothing))
         x_axis = st.segmented_control("Curves against", charts.X_AXES, default="epoch", key="cifar_train_x",
                                       format_func={"epoch": "Epochs", "minutes": "Training minutes"}.get) or "epoch"
         left, right = st.columns(2)
-        left.plotly_chart(charts.epoch_curves(snap.history, "loss", x=x_axis))
-        right.plotly_chart(charts.epoch_curves(snap.history, "accuracy", x=x_axis))
+        left.plotly_chart(watch.epoch_figure(snap, "loss", x_axis))
+        right.plotly_chart(watch.epoch_figure(snap, "accuracy", x_axis))
 
-    panel()
+    progress()
+    curves()
+
+
+def watch_for_new_runs(count: int) -> None:
+    """While nothing trains, look every few seconds for a run started elsewhere (the CLI, another
+    server) and show it when one appears."""
+
+    @st.fragment(run_every=NEW_RUN_POLL_SECONDS)
+    def poll() -> None:
+        if watch.active_count() != count:
+            st.rerun(scope="app")
+
+    poll()
 
 
 with job_col:
     st.subheader("Current job")
-    if job is None:
+    found = watch.targets(remembered=st.session_state.get("cifar_watched_elsewhere"))
+    chosen = watch.default_target(found)
+    if len(found) > 1:
+        ids = [t.run_id for t in found]
+        labels = {t.run_id: f"{t.run_id} · {'this server' if t.owned else 'another process'}" for t in found}
+        picked = st.selectbox("Watching", ids, index=ids.index(chosen.run_id), format_func=labels.get,
+                              key="cifar_watch_run", help="Runs training now under the artifacts folder, "
+                                                          "started here or by another process.")
+        chosen = found[ids.index(picked)]
+    if chosen is None:
         st.info("No training job to show. Fill in the form and press **Start training**; "
-                "for a first look, use the synthetic data with a few hundred images.", icon=":material/lightbulb:")
+                "for a first look, use the synthetic data with a few hundred images. A run started "
+                "from the command line (`python -m cifar_core train`) shows up here too.",
+                icon=":material/lightbulb:")
     else:
-        live_panel(job, active=busy)
+        if not chosen.owned:  # keep showing it here once it ends, with its result
+            st.session_state["cifar_watched_elsewhere"] = chosen.run_id
+        live_panel(chosen, active=chosen.is_active())
+    if not any(t.is_active() for t in found):
+        watch_for_new_runs(0)
