@@ -139,3 +139,13 @@ def test_the_dashboard_watches_a_cli_run_live_and_stops_it(artifacts):
     assert run.status == "stopped" and run.model_path is not None
     at.run()
     assert "stopped" in progress_line(at).lower()
+
+
+def test_streamlit_skips_its_full_garbage_collection_after_every_rerun():
+    """Streamlit's default gc.collect() after each script run costs 100-300 ms of GIL with
+    TensorFlow loaded, per tab per refresh; the project's config turns it off, and Streamlit
+    (run from the project folder, as `streamlit run dashboard.py` is) reads it so."""
+    code = ("from streamlit import config; config.get_config_options(force_reparse=True); "
+            "print(config.get_option('runner.postScriptGC'), config.get_option('server.address'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "127.0.0.1"], out.stderr
