@@ -14,5 +14,5 @@ pages = {p.path: st.Page(p.path, title=p.title, icon=p.icon, default=(p is nav.H
 current = st.navigation(list(pages.values()))
 target = st.query_params.pop(nav.TARGET_PARAM, None)  # a deep link that arrived before the entry ever ran
 if target in pages:
-    st.switch_page(pages[target])
+    st.switch_page(pages[target], query_params=st.query_params.to_dict())  # e.g. Browse's filters
 current.run()

@@ -184,3 +184,46 @@ def _size_texts(num_bytes: int, limit_bytes: int) -> tuple[str, str]:
 def _short(exc: BaseException, limit: int = 120) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- pictures of explanations (Grad-CAM, occlusion, feature maps) ----------------------------
+
+
+def _jet(values: np.ndarray) -> np.ndarray:
+    """The classic 'jet' colour map of values in [0, 1]: blue (0) through green to red (1), 0..255."""
+    v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)[..., None]
+    centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)  # where red, green and blue peak
+    return np.clip(1.5 - np.abs(4.0 * (v - centres)), 0.0, 1.0) * 255.0
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray, opacity: float = 0.5, size: int = 256) -> Image.Image:
+    """`image` (H, W, 3 uint8) enlarged to `size` pixels with `heat` (H, W in [0, 1]) over it in the jet
+    colour map; `opacity` 0 shows only the picture, 1 only the map."""
+    img = np.asarray(image)
+    h = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
+    if img.ndim != 3 or img.shape[2] != 3 or h.shape != img.shape[:2]:
+        raise ValueError(f"need an (H, W, 3) image and an (H, W) map, got {img.shape} and {h.shape}")
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise ValueError(f"opacity must be between 0 and 1, got {opacity!r}")
+    # Nearest keeps the 32x32 pixels honest; the map is smooth, so bilinear suits it.
+    base = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+    heat_big = Image.fromarray(h, mode="F").resize((size, size), Image.Resampling.BILINEAR)
+    mixed = np.asarray(base, dtype=np.float32) * (1 - opacity) + _jet(np.asarray(heat_big)) * opacity
+    return Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
+
+
+def feature_grid(maps: np.ndarray, columns: int = 8, tile: int = 64, gap: int = 2) -> Image.Image:
+    """Feature maps (C, H, W) as one grayscale picture: a grid of `columns` tiles of `tile` pixels,
+    each map scaled to its own range (bright = strong), separated by `gap` white pixels."""
+    m = np.nan_to_num(np.asarray(maps, dtype=np.float32))
+    if m.ndim != 3 or len(m) == 0:
+        raise ValueError(f"maps must be (channels, height, width) with at least one channel, got {m.shape}")
+    columns = max(1, min(int(columns), len(m)))
+    rows = -(-len(m) // columns)
+    sheet = Image.new("L", (columns * (tile + gap) - gap, rows * (tile + gap) - gap), 255)
+    for k, fmap in enumerate(m):
+        low, high = float(fmap.min()), float(fmap.max())
+        scaled = (fmap - low) / (high - low) if high > low else np.zeros_like(fmap)
+        picture = Image.fromarray(np.rint(scaled * 255).astype(np.uint8)).resize((tile, tile), Image.Resampling.NEAREST)
+        sheet.paste(picture, ((k % columns) * (tile + gap), (k // columns) * (tile + gap)))
+    return sheet

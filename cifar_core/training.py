@@ -147,7 +147,9 @@ class TrainingJob:
         # the final ones: not with EMA (swapped in when fit ends) or early stopping (restores the best).
         reuse = cfg.weight_averaging != "ema" and not cfg.early_stopping_patience
         final = (data.x_test, data.y_test, cfg.validation_batch_size, cfg.label_smoothing) if reuse else None
+        from .evolution import make_evolution_callback  # per-epoch confusion on a sample: right after live's
         callbacks = [make_live_callback(self.state, self, self.run_dir, batches, cfg.batch_size, final),
+                     make_evolution_callback(self, data.x_test, data.y_test, initial_epoch),
                      *recipe_callbacks(cfg, batches), board]
         stopped = False
         if initial_epoch < cfg.epochs:

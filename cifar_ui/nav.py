@@ -49,7 +49,8 @@ def require_entry(page: PageInfo) -> None:
     without page config or our navigation. That happens at most once per server process.
     """
     if not _entry_ran:
-        st.switch_page(ENTRY, query_params={TARGET_PARAM: page.path})
+        # the link's own parameters (Browse's filters) travel along
+        st.switch_page(ENTRY, query_params={**st.query_params.to_dict(), TARGET_PARAM: page.path})
     from . import access  # every page starts here, so every page shows the lab's lock
 
     access.sidebar()

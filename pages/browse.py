@@ -4,20 +4,23 @@ import streamlit as st
 
 from cifar_core import charts
 from cifar_core.data import CLASS_NAMES
-from cifar_ui import cache, fmt, gallery, nav, widgets
+from cifar_ui import browse_link, cache, fmt, gallery, nav, why, widgets
 
 nav.require_entry(nav.BROWSE)
 
 GRID_COLUMNS = 6
 TILE_PIXELS = 128  # grid thumbnails; the selected image is shown larger
-SELECTED_KEY = "browse_selected_index"
+SELECTED_KEY = browse_link.SELECTED_KEY
 
 st.title("Browse")
 all_runs, candidates = widgets.model_run_candidates(
     "No run has a saved model yet. Train one, then browse its test-set predictions here.")
 
+ignored = browse_link.read_filters([r.run_id for r in candidates])  # a link or bookmark sets the filters
 run = widgets.pick_run(candidates)
 widgets.report_broken(all_runs)
+if ignored:
+    st.warning(f"Parts of this page's address were ignored: {'; '.join(ignored)}.", icon=":material/link_off:")
 try:
     preds, data = cache.predictions_for(run)
 except cache.LOAD_ERRORS as exc:
@@ -31,10 +34,12 @@ def class_option(i):
 
 classes = [None, *range(len(CLASS_NAMES))]
 f1, f2, f3, f4 = st.columns([1, 1, 1.4, 1.4])
-true_label = f1.selectbox("True class", classes, format_func=class_option)
-predicted_label = f2.selectbox("Predicted class", classes, format_func=class_option)
-outcome = f3.radio("Show", list(gallery.OUTCOMES), format_func=gallery.OUTCOMES.get, horizontal=True)
-order = f4.selectbox("Order", list(gallery.SORTS), format_func=gallery.SORTS.get)
+true_label = f1.selectbox("True class", classes, format_func=class_option, key=browse_link.TRUE_KEY)
+predicted_label = f2.selectbox("Predicted class", classes, format_func=class_option, key=browse_link.PREDICTED_KEY)
+outcome = f3.radio("Show", list(gallery.OUTCOMES), format_func=gallery.OUTCOMES.get, horizontal=True,
+                   key=browse_link.SHOW_KEY)
+order = f4.selectbox("Order", list(gallery.SORTS), format_func=gallery.SORTS.get, key=browse_link.ORDER_KEY)
+browse_link.write_filters(run.run_id, true_label, predicted_label, outcome, order, st.session_state.get(SELECTED_KEY))
 
 indices = gallery.select(preds, true_label, predicted_label, outcome, order)
 if len(indices) == 0:
@@ -78,3 +83,11 @@ with detail_col:
                 f"({fmt.pct(t['confidence'])}) — {verdict}  \nLoss {t['loss']:.3f}")
     st.plotly_chart(charts.probability_bars(t["probabilities"], true_label=t["true_label"],
                                             title="Probabilities (true class in red)"))
+    explain = st.toggle("Why? Grad-CAM, occlusion, feature maps", key="browse_why_on")
+
+if explain:  # full width below the grid: the feature-map grid needs the room
+    st.subheader(f"Why test image #{t['index']} is {t['predicted_name']}")
+    try:
+        why.why_panel(run, t["image"], t["probabilities"], key=f"why-test-{t['index']}", true_label=t["true_label"])
+    except cache.LOAD_ERRORS as exc:
+        st.error(f"Cannot load the model of run {run.run_id}: {exc}", icon=":material/error:")

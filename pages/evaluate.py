@@ -3,9 +3,11 @@ pairs, and the first four test images with their predictions (the assignment's s
 import pandas as pd
 import streamlit as st
 
-from cifar_core import charts, evaluation
+from cifar_core import charts, charts_explain, evaluation
 from cifar_core.config import TTA_LEVELS
-from cifar_ui import cache, fmt, gallery, nav, widgets
+from cifar_ui import browse_link, cache, fmt, gallery, nav, widgets
+from cifar_ui.calibration import render_calibration
+from cifar_ui.evolution import render_evolution
 
 nav.require_entry(nav.EVALUATE)
 
@@ -63,15 +65,25 @@ for col, t in zip(tiles, gallery.first_tiles(preds, data, FIRST_N)):
 cm = evaluation.confusion_matrix(preds.labels, preds.predicted)
 left, right = st.columns(2, gap="large")
 with left:
-    st.plotly_chart(charts.confusion_heatmap(cm))
+    # Square markers, not a go.Heatmap: Streamlit's on_select returns nothing for heatmaps (streamlit#8760).
+    clicked = st.plotly_chart(charts_explain.confusion_grid(cm), on_select="rerun", selection_mode="points",
+                              key="evaluate_confusion")
+    st.caption("Colour: the share of the true class. Click a cell to browse its test images.")
+    pair = charts_explain.selected_pair(clicked.selection.points)
+    if pair is not None:
+        browse_link.open_browse(run.run_id, true_label=pair[0], predicted_label=pair[1])
 with right:
     st.subheader("Per class")
     scores = ("precision", "recall", "f1", "accuracy")
     report = pd.DataFrame(evaluation.per_class_report(cm))
     report[list(scores)] *= 100  # shown as percentages with one decimal, like every other page
-    st.dataframe(report, hide_index=True,
-                 column_config={k: st.column_config.NumberColumn(format="%.1f%%") for k in scores})
-    st.caption("Accuracy of a class is its recall: the share of its test images classified correctly.")
+    picked = st.dataframe(report, hide_index=True, on_select="rerun", selection_mode="single-row",
+                          key="evaluate_per_class",
+                          column_config={k: st.column_config.NumberColumn(format="%.1f%%") for k in scores})
+    st.caption("Accuracy of a class is its recall: the share of its test images classified correctly. "
+               "Select a class's row to browse its mistakes.")
+    if picked.selection.rows:
+        browse_link.open_browse(run.run_id, true_label=int(picked.selection.rows[0]), outcome="wrong")
     st.subheader("Most confused")
     confused = evaluation.most_confused(cm, TOP_CONFUSED)
     if confused:
@@ -91,3 +103,9 @@ if run.history:
                           evaluation.describe_summary(evaluation.summarize_history(run.history))))
 else:
     st.caption("This run has no recorded epochs.")
+
+st.subheader("How each class evolved")
+render_evolution(run, key="evaluate_evolution")
+
+st.subheader("Calibration")
+render_calibration(run, preds)

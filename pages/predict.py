@@ -3,7 +3,8 @@ classes, and an occlusion heatmap of where it looked. A bad file gets its own er
 import streamlit as st
 
 from cifar_core import charts, predict
-from cifar_ui import cache, fmt, nav, widgets
+from cifar_ui import cache, fmt, nav, why, widgets
+from cifar_ui.calibration import calibration_for, verdict
 
 nav.require_entry(nav.PREDICT)
 
@@ -30,6 +31,7 @@ if not files:
             "a picture of anything else still gets one of these ten answers.", icon=":material/upload:")
     st.stop()
 
+calibrated = calibration_for(run)  # the run's temperature, when its test predictions are known
 for upload in files:
     with st.container(border=True):
         st.markdown(f"**{upload.name}**")
@@ -42,15 +44,21 @@ for upload in files:
             st.error(f"Cannot load the model of run {run.run_id}: {exc}", icon=":material/error:")
             st.stop()
         pairs = predict.top_k(result["probabilities"], k)
-        name, confidence = pairs[0]
-        if predict.is_low_confidence(result["probabilities"]):
-            st.warning(f"The model is unsure: its best guess, {name}, has only {fmt.pct(confidence)}. "
-                       f"The picture may show none of the ten classes.", icon=":material/help:")
+        name = pairs[0][0]
+        unsure, sentence = verdict(result["probabilities"], calibrated)  # same class; calibrated probability
+        if unsure:
+            st.warning(sentence, icon=":material/help:")
         else:
-            st.success(f"**{name}** ({fmt.pct(confidence)})")
+            st.success(sentence)
         cols = st.columns(4)
         cols[0].image(widgets.fit(result["original"], SHOW_PIXELS), caption="Your picture")
         cols[1].image(widgets.upscale(result["small"], SHOW_PIXELS), caption="What the model sees (32×32)")
         cols[2].plotly_chart(charts.top_k_bars(pairs, title=f"Top {k}"), key=f"topk-{upload.file_id}")
         cols[3].image(predict.overlay_heatmap(result["small"], result["heat"], size=SHOW_PIXELS),
                       caption=f"Why: red regions, when hidden, lower '{name}' most")
+        # Off by default: a page of uploads should not pay a backward pass per picture nobody asked about.
+        if st.toggle("Why? Grad-CAM, occlusion and feature maps", key=f"why-on-{upload.file_id}"):
+            try:
+                why.why_panel(run, result["small"], result["probabilities"], key=f"why-{upload.file_id}")
+            except cache.LOAD_ERRORS as exc:
+                st.error(f"Cannot load the model of run {run.run_id}: {exc}", icon=":material/error:")

@@ -7,11 +7,13 @@ import streamlit as st
 from cifar_core import charts, data, evaluation, live, presets, runs, training
 from cifar_core.config import ARCHITECTURES, TTA_LEVELS, TrainConfig
 from cifar_ui import access, fmt, nav, watch, widgets
+from cifar_ui.evolution import render_evolution
 
 nav.require_entry(nav.TRAIN)
 
 REFRESH_SECONDS = 1.0  # live panel refresh while a job runs
 CURVES_SECONDS = live.PUBLISH_SECONDS  # the curves change only when the trainer publishes them
+EVOLUTION_SECONDS = 10.0  # the per-epoch confusion changes once an epoch: a slow refresh is enough
 NEW_RUN_POLL_SECONDS = 5.0  # while idle: how often to look for a run started elsewhere
 SOURCES = ("keras", "synthetic")
 
@@ -226,8 +228,18 @@ def live_panel(target: watch.Target, active: bool) -> None:
         left.plotly_chart(watch.epoch_figure(snap, "loss", x_axis))
         right.plotly_chart(watch.epoch_figure(snap, "accuracy", x_axis))
 
+    @st.fragment(run_every=EVOLUTION_SECONDS if active else None)
+    def mistakes() -> None:
+        st.subheader("How each class evolves", divider="gray")
+        try:
+            folder = runs.run_path(target.run_id)
+        except runs.RunError:
+            return
+        render_evolution(folder, key=f"cifar_train_evolution_{target.run_id}")
+
     progress()
     curves()
+    mistakes()
 
 
 def watch_for_new_runs(count: int) -> None:

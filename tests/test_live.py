@@ -139,6 +139,10 @@ def test_the_dashboard_watches_a_cli_run_live_and_stops_it(artifacts):
     assert run.status == "stopped" and run.model_path is not None
     at.run()
     assert "stopped" in progress_line(at).lower()
+    assert "How each class evolves" in [h.value for h in at.subheader]  # issue 11's per-epoch mistakes
+    if run.epochs_done >= 1:
+        specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
+        assert f"Confusion matrix at epoch {run.epochs_done} (" in specs
 
 
 def test_streamlit_skips_its_full_garbage_collection_after_every_rerun():

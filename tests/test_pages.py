@@ -151,6 +151,19 @@ print(nav._entry_ran, [t.value for t in at.title], dict(at.query_params))
     assert last_line_in_fresh_process(code, artifacts) == "True ['Runs'] {}"
 
 
+def test_a_bookmarked_browse_view_keeps_its_filters_on_a_fresh_server(with_run, artifacts):
+    # The detour through the entry (above) must carry the link's own parameters along.
+    code = f"""
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(DASHBOARD)!r}, default_timeout=60)
+at.query_params.update(true="cat", show="wrong")
+at.switch_page("pages/browse.py").run()
+assert not at.exception, at.exception
+print([t.value for t in at.title], sorted((k, v) for k, v in at.query_params.items() if k not in ("page", "run")))
+"""
+    assert last_line_in_fresh_process(code, artifacts) == "['Browse'] [('show', 'wrong'), ('true', 'cat')]"
+
+
 def test_page_runs_leave_the_training_threads_keras_state_alone(artifacts):
     # Streamlit calls keras.backend.clear_session() after every script run; during a job's
     # build_model that renamed layers ("All layers ... should have unique names") in the browser.
