@@ -13,10 +13,11 @@ from cifar_core import evaluation, evolution, runs, training
 from cifar_core.config import TrainConfig
 from cifar_core.labels import NUM_CLASSES
 
-from conftest import PAGE_QUICK
 from streamlit.testing.v1 import AppTest
 
 from test_pages import chart_titles, open_page, raised, texts, widget
+
+PAGE_QUICK = dict(data="synthetic", train_subset=600, test_subset=200, batch_size=32)  # as tests/conftest.py
 
 SAMPLED = 100  # the tests' sample: half of PAGE_QUICK's 200 test images, so a real subsample
 
