@@ -6,11 +6,13 @@ polling the job's state, as the dashboard draws it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from . import export, runs, training
+from . import distributed, export, runs, training
 from .config import ARCHITECTURES, TTA_LEVELS, TrainConfig
 from .presets import DEFAULT_PRESET, PRESETS, preset_config
 from .data import DataError, describe_source, locate_source
@@ -67,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
     r.add_argument("run_id")
     r.add_argument("--epochs", type=int, default=None, help="new total number of epochs")
+    for command in (t, r):
+        command.add_argument("--devices", default=None, help=DEVICES_HELP)
     e = sub.add_parser("evaluate", help="test loss and accuracy of a run, and its first four test images")
     e.add_argument("run_id", nargs="?", help="default: the newest run with a model")
     e.add_argument("--tta", choices=TTA_LEVELS, default=None,
@@ -95,6 +99,32 @@ def _load_tensorflow(args: argparse.Namespace) -> None:
         load_tensorflow_quietly()
 
 
+DEVICES_HELP = ("where to train: default (TensorFlow's choice: one GPU, else the CPU), gpu (MirroredStrategy over "
+                "every visible GPU), gpu:0,1 (those GPUs), cpu, or cpu:N (N logical CPU devices, to try "
+                "MirroredStrategy without a GPU). --batch-size is the global batch, split over the devices. With "
+                "TF_CONFIG describing a cluster, every worker runs this same command (MultiWorkerMirroredStrategy)")
+
+
+def _setup_devices(args: argparse.Namespace, out: TextIO) -> distributed.Cluster:
+    """This process's strategy, set before TensorFlow initialises its devices; a cluster's
+    member says which it is (a multi-worker setup waits for every worker)."""
+    in_cluster = distributed.read_tf_config()
+    if not in_cluster and args.devices in (None, "default"):
+        return distributed.current()  # TF's default strategy: nothing to set up
+    if in_cluster:
+        workers, task, chief = in_cluster
+        role = "the chief: it writes the run folder" if chief else "not the chief: it writes no run folder"
+        print(f"TF_CONFIG: {task}, one of {workers} workers ({role}); waiting for every worker to start",
+              file=out, flush=True)
+    if args.verbose:
+        return distributed.setup(args.devices)
+    from .quiet import stderr_to_buffer
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with stderr_to_buffer():  # TensorFlow's start-up lines; our own errors are raised as usual
+        return distributed.setup(args.devices)
+
+
 class _Failure(Exception):
     """An expected error: printed as one line, exit code 1."""
 
@@ -115,18 +145,22 @@ def _train(args: argparse.Namespace, out: TextIO) -> int:
     config = config_from_args(args)
     locate_source(config.data)  # a missing or unrecognised source: refused before TensorFlow or a run folder
     print(f"preset: {config.preset}; data: {describe_source(config.data)}", file=out)
+    _setup_devices(args, out).check(config)
     _load_tensorflow(args)
     return _follow(training.start_job(config, name=args.name, tags=args.tags), out)
 
 
 def _resume(args: argparse.Namespace, out: TextIO) -> int:
+    _setup_devices(args, out)
     _load_tensorflow(args)
     return _follow(training.resume_job(args.run_id, epochs=args.epochs), out)
 
 
 def _follow(job: training.TrainingJob, out: TextIO) -> int:
     """Print progress until the job ends; Ctrl-C stops it gracefully (the run is kept)."""
-    print(f"run {job.run_id}: {job.run_dir}", file=out)
+    chief, task = job.cluster.is_chief, job.cluster.task
+    print(f"run {job.run_id}: {job.run_dir}" if chief else f"{task}: training with the chief, which saves the run",
+          file=out)
     tty = out.isatty()
     last_line, epochs_printed = "", job.snapshot().initial_epoch
     try:
@@ -149,7 +183,9 @@ def _follow(job: training.TrainingJob, out: TextIO) -> int:
             elif line != last_line and snap.batch and snap.batch % max(1, snap.batches_per_epoch // 10) == 0:
                 print(line, file=out, flush=True)  # a log file gets ~10 lines per epoch, not hundreds
             last_line = line
-            job.join(0.5)
+            # Not job.join(0.5): a Ctrl-C landing inside Thread.join marks a running thread as ended
+            # (CPython 3.11, the bpo-45274 fix), and the join below would then return before the save.
+            time.sleep(0.25)
     except KeyboardInterrupt:
         print("\nstopping: saving what was learned (Ctrl-C again to abandon)", file=out, flush=True)
         job.stop()
@@ -158,7 +194,10 @@ def _follow(job: training.TrainingJob, out: TextIO) -> int:
     if tty:
         print(file=out)
     if snap.status == "failed":
-        raise _Failure(f"training failed: {snap.error} (history so far kept in {job.run_dir})")
+        raise _Failure(f"training failed: {snap.error}" + (f" (history so far kept in {job.run_dir})" if chief else ""))
+    if not chief:
+        print(f"{snap.status}: {len(snap.history.get('loss', []))} epochs as {task}; the chief saved the run", file=out)
+        return 0
     m = snap.metrics or {}
     print(f"{snap.status}: {len(snap.history.get('loss', []))} epochs in {snap.finished_at - snap.started_at:.0f} s; "
           f"test loss {m.get('test_loss', float('nan')):.4f}, test accuracy {m.get('test_accuracy', float('nan')):.2%}"

@@ -83,8 +83,10 @@ def recipe_callbacks(config: TrainConfig, steps_per_epoch: int) -> list:
     if config.weight_averaging == "lookahead":
         out.append(make_lookahead(config, steps_per_epoch))
     if config.early_stopping_patience:
-        out.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=config.early_stopping_patience,
-                                                 restore_best_weights=True))
+        # mode="max" stated: Keras' "auto" finds the direction in the compiled metrics, which a
+        # custom distributed loop (cifar_core/distributed_loop.py) does not have
+        out.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
+                                                 patience=config.early_stopping_patience))
     return out
 
 

@@ -45,6 +45,9 @@ class Run:
     prior_seconds: float = 0.0  # time spent in earlier sessions of a resumed run
     last_write_at: Optional[float] = None  # the newest file the trainer wrote (an interrupted run's end)
     error: Optional[str] = None  # the failure message of a failed run
+    # the last session's strategy, replicas, workers, global and per-replica batch (cifar_core.distributed);
+    # None for runs from before distributed training
+    distribution: Optional[dict[str, Any]] = None
     broken: Optional[str] = None  # why the folder could not be read
     name: str = ""  # given by people (meta.json); the id stays the folder's name
     notes: str = ""
@@ -191,6 +194,7 @@ def load_run(run_id: str) -> Run:
         run.resumed_at = _number(status.get("resumed_at"))
         run.prior_seconds = _number(status.get("prior_seconds")) or 0.0
         run.error = status.get("error") if isinstance(status.get("error"), str) else None
+        run.distribution = status.get("distribution") if isinstance(status.get("distribution"), dict) else None
         if run.status in ACTIVE and run_id not in LIVE_RUN_IDS:
             here = status.get("host") == socket.gethostname()
             mine = here and status.get("pid") == os.getpid()

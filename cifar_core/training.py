@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import live, runs
+from . import distributed, live, runs
 from .config import TrainConfig
 from .data import Dataset, load_training_data, locate_source, resolve_source  # noqa: F401 (re-exported)
 from .jobstate import ACTIVE_STATUSES, MAX_BATCH_POINTS, JobSnapshot, JobState  # noqa: F401 (re-exported)
@@ -30,6 +30,7 @@ class TrainingJob:
                  history: Optional[dict[str, list[float]]] = None, initial_epoch: int = 0,
                  resume_from: Optional[Path] = None):
         self.config = config
+        self.cluster = distributed.current()  # where it trains; only the chief writes the run folder
         self.run_dir = run_dir
         self.run_id = run_dir.name
         self._dataset = dataset
@@ -43,7 +44,7 @@ class TrainingJob:
         self.final_probabilities = None  # the last epoch's test-split predictions, when made (see progress)
         # live.json for watchers in other processes, and stop requests through the folder; a
         # distributed job's non-chief workers set this False (they write nothing to the run folder).
-        self.publish_live = True
+        self.publish_live = self.cluster.is_chief
         self._publisher: Optional[live.Publisher] = None
 
     def _hook(self, name: str) -> None:
@@ -93,6 +94,7 @@ class TrainingJob:
             if self._publisher is not None:
                 self._publisher.finish()
             runs.LIVE_RUN_IDS.discard(self.run_id)
+            distributed.remove_scratch(self.run_dir)  # a non-chief worker's throwaway folder, if this is one
 
     def _failure_message(self, exc: BaseException) -> str:
         """What went wrong, for people; a full disk says which folder and what to do."""
@@ -115,27 +117,17 @@ class TrainingJob:
         import tensorflow as tf
 
         from .evaluation import evaluate_model
-        from .models import build_model, register_custom_objects
         from .recipe import recipe_callbacks
 
-        cfg = self.config
+        cfg, cluster = self.config, self.cluster
         self.state.update(message="Loading data")
         data = self._dataset or load_training_data(cfg)
         keras.utils.set_random_seed(cfg.seed)
         train_ds = make_tf_dataset(data.x_train, data.y_train, cfg.batch_size, shuffle_seed=cfg.seed)
         val_ds = make_tf_dataset(data.x_test, data.y_test, cfg.validation_batch_size)
         batches = int(tf.data.experimental.cardinality(train_ds))
-        if self._resume_from is not None:
-            # compile=True restores the optimizer's state and its schedule's step with the weights
-            register_custom_objects()
-            model = keras.saving.load_model(self._resume_from, safe_mode=True)
-            if cfg.lr_schedule != "constant" or cfg.warmup_epochs:
-                # an extended run re-plans its schedule over the new length; the step count carries on
-                from .recipe import make_schedule
-
-                model.optimizer.learning_rate = make_schedule(cfg, batches)
-        else:
-            model = build_model(cfg, x_train=data.x_train, steps_per_epoch=batches)
+        model = distributed.build_model(cfg, data.x_train, batches, self._resume_from)  # under the strategy
+        runs.update_status(self.run_dir, distribution=cluster.record(cfg))
         initial_epoch = self.state.get("initial_epoch")
         self._hook("prepared")
         if self.stop_requested:  # stopped while preparing: nothing was learned, nothing to save
@@ -144,23 +136,27 @@ class TrainingJob:
         self.state.start_running(batches_per_epoch=batches, message="Training")
         board = make_tensorboard(self.run_dir, initial_epoch, batches)
         # The last epoch's validation doubles as the final evaluation when the weights it sees are
-        # the final ones: not with EMA (swapped in when fit ends) or early stopping (restores the best).
-        reuse = cfg.weight_averaging != "ema" and not cfg.early_stopping_patience
+        # the final ones: not with EMA (swapped in when fit ends) or early stopping (restores the best),
+        # nor under a strategy (Keras' predict is not a one-device one there: distributed.evaluation_model).
+        reuse = cfg.weight_averaging != "ema" and not cfg.early_stopping_patience and cluster.strategy == "default"
         final = (data.x_test, data.y_test, cfg.validation_batch_size, cfg.label_smoothing) if reuse else None
         from .evolution import make_evolution_callback  # per-epoch confusion on a sample: right after live's
         callbacks = [make_live_callback(self.state, self, self.run_dir, batches, cfg.batch_size, final),
-                     make_evolution_callback(self, data.x_test, data.y_test, initial_epoch),
+                     distributed.on_one_device(make_evolution_callback(self, data.x_test, data.y_test, initial_epoch),
+                                               cfg, data.x_train),
                      *recipe_callbacks(cfg, batches), board]
         stopped = False
         if initial_epoch < cfg.epochs:
             try:
-                model.fit(train_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, validation_data=val_ds,
-                          validation_freq=list(range(1, cfg.epochs)) if reuse else 1,  # the last: ours
-                          callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles
+                distributed.train(model, cluster, train_ds, val_ds, callbacks, cfg, initial_epoch=initial_epoch,
+                                  steps_per_epoch=batches, validate_last_epoch=not reuse)
             except StopRequested:
                 stopped = True
             finally:
                 board.close()
+        if not cluster.is_chief:  # the chief saves and evaluates the run; this worker's copy goes with its scratch
+            self._finish("stopped" if stopped else "completed", message="Finished; the chief saved the run")
+            return
         if stopped:
             runs.update_status(self.run_dir, status="stopping")
         self.state.update(message="Saving the model")
@@ -170,8 +166,9 @@ class TrainingJob:
         if not stopped:  # a stopped run keeps its last epoch's checkpoint: resume continues from there
             (self.run_dir / "checkpoint.keras").unlink(missing_ok=True)
         self.state.update(message="Evaluating on the test set")
-        metrics = evaluate_model(model, data, self.run_dir, batch_size=cfg.validation_batch_size, tta=cfg.tta,
-                                 model_stamp=stamp, probabilities=None if stopped else self.final_probabilities)
+        metrics = evaluate_model(distributed.evaluation_model(model, final), data, self.run_dir, tta=cfg.tta,
+                                 batch_size=cfg.validation_batch_size, model_stamp=stamp,
+                                 probabilities=None if stopped else self.final_probabilities)
         self._finish("stopped" if stopped else "completed", metrics=metrics)
 
     def _finish(self, status: str, *, error: Optional[str] = None, detail: Optional[str] = None,
@@ -252,7 +249,7 @@ def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: s
         locate_source(config.data)  # a typo or an empty folder is refused before a run folder exists
     with _current_lock:
         _refuse_if_busy()
-        run_dir = runs.create_run(config, name=name, tags=tags)
+        run_dir = distributed.create_run(config, name=name, tags=tags)  # a worker's: a throwaway one
         job = TrainingJob(config, run_dir, dataset=dataset)
         _current = job
         if on_created:
@@ -265,6 +262,9 @@ def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Option
     global _current
     with _current_lock:
         _refuse_if_busy()
+        if not distributed.current().is_chief:  # a worker trains along from the chief's folder, writing nothing there
+            _current = TrainingJob(dataset=dataset, **distributed.worker_resume(run_id, epochs))
+            return _current.start()
         run = runs.load_run(run_id)
         if run.broken:
             raise runs.RunError(f"run {run_id} is broken ({run.broken}) and cannot be resumed")

@@ -212,3 +212,19 @@ def test_time_to_accuracy_reads_training_minutes():
     table = evaluation.time_to_accuracy_table({"a": history, "old": {"val_accuracy": [0.9]}})
     assert table == [{"run": "a", "70%": 2.0, "80%": 3.0, "90%": None, "best accuracy": 0.81,
                       "training minutes": 4.0}]
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_early_stopping_ends_with_the_best_epochs_weights(artifacts):
+    """EarlyStopping on val_accuracy (mode stated, so every training path can use it) restores the
+    best epoch at the end: the final model scores exactly that epoch's validation accuracy."""
+    config = TrainConfig(epochs=4, early_stopping_patience=1, data="synthetic", train_subset=300, test_subset=100,
+                         batch_size=32)
+    job = training.start_job(config)
+    assert job.join(240)
+    snap = job.snapshot()
+    assert snap.status == "completed", snap.error
+    val = snap.history["val_accuracy"]
+    assert 1 <= len(val) <= 4
+    assert snap.metrics["test_accuracy"] == pytest.approx(max(val), abs=1e-6)
