@@ -81,6 +81,7 @@ def test_bad_arguments_exit_nonzero_with_the_field_named(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_killed_trainer_leaves_an_interrupted_run_that_resumes_with_its_curves(tmp_path, monkeypatch):
     artifacts = tmp_path / "artifacts"
     env = {**os.environ, "CIFAR_ARTIFACTS_DIR": str(artifacts), "CIFAR10_DATA": "synthetic"}
@@ -136,6 +137,7 @@ while True:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_kill_during_the_model_save_never_leaves_a_half_written_model(tmp_path):
     import keras
 

@@ -152,6 +152,7 @@ def run_cli(*args, artifacts, timeout=240):
 
 
 @pytest.mark.slow  # three fresh interpreters import TensorFlow: ~13-22 s
+@pytest.mark.heavy
 def test_cli_export_prints_each_file_with_its_size_and_the_tflite_agreement(run_id, artifacts, tmp_path):
     done = run_cli("export", run_id, "--format", "tflite", "--out", str(tmp_path / "out"), artifacts=artifacts)
     assert done.returncode == 0, done.stderr

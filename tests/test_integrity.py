@@ -186,6 +186,7 @@ def _cli(*args: str, env: dict) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_resumed_run_killed_mid_training_serves_its_last_epoch_and_resumes_from_it(artifacts):
     env = dict(os.environ, CIFAR_ARTIFACTS_DIR=str(artifacts), CIFAR10_DATA="synthetic")
     common = ["--train-subset", "1500", "--test-subset", "300", "--batch-size", "32"]

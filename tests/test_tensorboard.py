@@ -30,6 +30,7 @@ def read_events(folder: Path) -> tuple[dict[str, dict[int, float]], int]:
     return scalars, graphs
 
 
+@pytest.mark.heavy
 def test_a_run_and_its_resume_write_tensorboard_scalars_and_one_graph(artifacts, tiny_data):
     job = training.start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)  # 19 batches per epoch
     assert job.join(120) and job.snapshot().status == "completed"

@@ -109,6 +109,7 @@ def test_simultaneous_starts_from_many_sessions_start_exactly_one_job(artifacts)
     assert started[0].join(120)
 
 
+@pytest.mark.heavy
 def test_many_readers_during_training_neither_crash_nor_corrupt_the_state(artifacts, tiny_data):
     job = training.start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)
     errors, reads = [], [0]
@@ -145,6 +146,7 @@ def _poison_final_bias(run):
     runs.save_model(model, run.path / "model.keras")
 
 
+@pytest.mark.heavy
 def test_nan_loss_fails_the_job_keeps_history_and_resume_continues_curves(artifacts, tiny_data):
     job = training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
     assert job.join(120) and job.snapshot().status == "completed"
