@@ -57,7 +57,9 @@ def test_builds_while_another_thread_clears_the_keras_session():
 
     def clear_repeatedly():
         while not done.wait(0.005):
-            keras.backend.clear_session()
+            # The name counters are what Streamlit's clear_session() resets under us; its gc.collect()
+            # (free_memory) only made each clear take ~0.3 s with TensorFlow loaded, and this test 75 s.
+            keras.backend.clear_session(free_memory=False)
 
     clearer = threading.Thread(target=clear_repeatedly)
     clearer.start()
