@@ -179,16 +179,21 @@ def batch_curves(steps: Sequence[float], loss: Sequence[float], accuracy: Sequen
     return fig
 
 
+def confusion_shares(cm: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A confusion matrix's counts, checked to be n x n, and each cell's share of its true class
+    (its row), so classes with fewer test images are read on the same scale."""
+    counts = np.asarray(cm, dtype=np.int64)
+    if counts.shape != (n, n):
+        raise ValueError(f"confusion matrix must be {n}x{n}, got shape {counts.shape}")
+    totals = counts.sum(axis=1, keepdims=True)
+    return counts, np.divide(counts, totals, out=np.zeros(counts.shape, dtype=np.float64), where=totals > 0)
+
+
 def confusion_heatmap(cm: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
                       title: str = "Confusion matrix") -> go.Figure:
     """Rows are true classes, columns predicted. Cells show counts; colour is the share of the
     row, so classes with fewer test images are read on the same scale."""
-    counts = np.asarray(cm, dtype=np.int64)
-    n = len(class_names)
-    if counts.shape != (n, n):
-        raise ValueError(f"confusion matrix must be {n}x{n}, got shape {counts.shape}")
-    totals = counts.sum(axis=1, keepdims=True)
-    shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=np.float64), where=totals > 0)
+    counts, shares = confusion_shares(cm, len(class_names))
     fig = go.Figure(go.Heatmap(
         z=shares, x=list(class_names), y=list(class_names), text=counts, texttemplate="%{text}",
         colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="share of<br>true class", tickformat=".0%"),

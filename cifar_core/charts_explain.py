@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from .charts import confusion_shares
 from .labels import CLASS_NAMES
 
 GRID_HEIGHT = 460  # pixels; in half of a wide page the square grid gets cells of about 32 px
@@ -20,12 +21,8 @@ def confusion_grid(cm: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
     the true class (darker: more), its text the count. Each point's customdata is [true index,
     predicted index, count], so a click (Streamlit's on_select, which returns nothing for a
     go.Heatmap) names the pair."""
-    counts = np.asarray(cm, dtype=np.int64)
     n = len(class_names)
-    if counts.shape != (n, n):
-        raise ValueError(f"confusion matrix must be {n}x{n}, got shape {counts.shape}")
-    totals = counts.sum(axis=1, keepdims=True)
-    shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=np.float64), where=totals > 0)
+    counts, shares = confusion_shares(cm, n)
     true_idx, pred_idx = np.divmod(np.arange(n * n), n)
     names = list(class_names)
     fig = go.Figure(go.Scatter(
