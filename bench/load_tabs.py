@@ -5,8 +5,9 @@ Speed: each side-run launches a fresh `streamlit run dashboard.py` (free port; a
 CIFAR_ARTIFACTS_DIR whose cache/ is kept between runs and whose runs/ is emptied before each)
 and starts a long training job from one headless-Chromium tab through the Train form. Once the
 job's first epoch has ended (TensorFlow loaded, the model traced), it opens more tabs on
-/train, all at once, until N tabs watch the job (every open Train tab re-renders the live panel
-once a second while a job runs), or for N = 0 closes the starting tab so nothing polls. After
+/train, all at once, until N tabs watch the job (every open Train tab's live panel fetches the
+run's progress file from the server once a second, and its charts when they change: see
+cifar_ui/live_feed.py), or for N = 0 closes the starting tab so nothing polls. After
 --warmup-seconds it measures for --measure-seconds, then closes the tabs, stops the job from a
 fresh tab and stops the server. Sides alternate (0, 1, 10, 0, 1, 10, ...) for --rounds rounds.
 
@@ -24,8 +25,9 @@ after its first epoch); the server's RSS when the tabs are open and every --samp
 --soak-minutes, then Stop from a fresh tab; RSS growth against --rss-bound-mb, and the
 training speed per interval.
 
-Alongside: per-tab websocket messages per second (counted inside each page: sent = the tab's
-rerun requests, received = what the server pushed); the server's CPU by thread (from
+Alongside: per-tab requests per second, counted inside each page: the live panel's polls of the
+feed (fetches of app/static/live/...), and websocket messages (sent = the tab's rerun requests,
+received = what the server pushed); the server's CPU by thread (from
 /proc/<pid>/task): the training thread (`train-*`, model.fit's Python side), native threads
 (TensorFlow's pools, which do the training's arithmetic), page-script threads (Streamlit's
 ScriptRunner: page and fragment runs), the event loop, other Python threads, and threads that
@@ -43,7 +45,8 @@ Chromium (its threads and its scheduler autogroup: Playwright starts it in a ses
 own) and Playwright's driver to CPU nobody else wants, re-applied every second (Chromium sets
 its processes' priorities itself); on a busy machine that starves the tabs, which then never
 load. Either way a loaded side counts only when every tab showed the job and the tabs asked
-for about one refresh a second (the websocket counts); otherwise the verdict is inconclusive.
+for about one refresh a second (feed polls plus rerun requests); otherwise the verdict is
+inconclusive.
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ import _common as C  # noqa: E402
 from app_start import CHROMIUM_ARGS, wait_health  # noqa: E402
 
 TARGET_SLOWDOWN = 0.05
-LOAD_DELIVERED_MSGS = 0.8  # rerun requests per tab per second (the panel asks for 1) for a valid loaded side
+LOAD_DELIVERED_MSGS = 0.8  # refreshes (feed polls + rerun requests) per tab per second (the panel asks for 1)
 DEFAULT_ARTIFACTS = Path(tempfile.gettempdir()) / "load-bench-artifacts"
 VIEWPORT = {"width": 1400, "height": 1000}  # the Train page's two columns, as the browser tests use
 LIVE = '[data-testid="stElementContainer"]:not([data-stale="true"])'  # not a leftover of a rerun
@@ -78,11 +81,20 @@ PAGE_SIZE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 THREAD_NAMES_ENV = "BENCH_THREAD_NAMES"
 BATCH_TAG = "batch_loss"  # written by cifar_core.progress.make_tensorboard every TENSORBOARD_BATCH_EVERY steps
 
-# Counts websocket messages inside the page (no Playwright event per frame: that would cost the
-# bench process CPU per message). Streamlit talks to the server over one websocket per tab.
+# Counts websocket messages and live-feed fetches inside the page (no Playwright event per
+# request: that would cost the bench process CPU each). Streamlit talks to the server over one
+# websocket per tab; the live panel polls app/static/live/<scope>/<run>.json with fetch().
 WS_COUNTER = """(() => {
-  const counts = {sent: 0, received: 0, receivedBytes: 0};
+  const counts = {sent: 0, received: 0, receivedBytes: 0, polls: 0, pollsOk: 0, chartFetches: 0};
   Object.defineProperty(window, '__wsCounts', {value: counts});
+  const baseFetch = window.fetch;
+  window.fetch = function (input, init) {
+    const url = String((input && input.url) || input);
+    const feed = url.includes('/app/static/live/');
+    const progress = feed && !/\\.s\\d\\d-\\w+\\.json/.test(url);
+    if (progress) counts.polls++; else if (feed) counts.chartFetches++;
+    return baseFetch.apply(this, arguments).then(r => { if (progress && r.ok) counts.pollsOk++; return r; });
+  };
   const Base = window.WebSocket;
   class Counted extends Base {
     constructor(...args) {
@@ -519,7 +531,8 @@ def read_json(path: Path) -> Optional[dict]:
 
 
 def status_line(page, run_id: str = RUN_ID, status: str = r"\w+"):
-    return page.locator(f'{LIVE} [data-testid="stMarkdownContainer"]').filter(
+    """The run's status line: the browser-drawn live panel's (.cl-status) or the page's."""
+    return page.locator(f'{LIVE} [data-testid="stMarkdownContainer"], {LIVE} .cl-status').filter(
         has_text=re.compile(rf"^Run {run_id} {status} —")).first
 
 
@@ -624,8 +637,13 @@ def ws_rates(before: list[dict], after: list[dict], seconds: float) -> dict[str,
     sent = [(b["sent"] - a["sent"]) / seconds for a, b in pairs]
     recv = [(b["received"] - a["received"]) / seconds for a, b in pairs]
     kb = [(b["receivedBytes"] - a["receivedBytes"]) / seconds / 1024 for a, b in pairs]
+    polls = [(b.get("pollsOk", 0) - a.get("pollsOk", 0)) / seconds for a, b in pairs]
+    charts = [(b.get("chartFetches", 0) - a.get("chartFetches", 0)) / seconds for a, b in pairs]
+    refresh = [p + q for p, q in zip(sent, polls)]
     return {"tab_sent_per_s": statistics.median(sent), "tab_sent_min_per_s": min(sent),
-            "tab_recv_per_s": statistics.median(recv), "tab_kb_per_s": statistics.median(kb)}
+            "tab_recv_per_s": statistics.median(recv), "tab_kb_per_s": statistics.median(kb),
+            "tab_polls_per_s": statistics.median(polls), "tab_chart_fetches_per_s": statistics.median(charts),
+            "tab_refresh_per_s": statistics.median(refresh), "tab_refresh_min_per_s": min(refresh)}
 
 
 # --- one side: a job watched by N tabs ----------------------------------------------------------
@@ -685,12 +703,12 @@ def soak(browser, args, artifacts: Path, source: str) -> dict[str, Any]:
                 "server_cores": cores("server"), "fit_cores": cores("server_fit") if lab.cpu.by_kind else None,
                 "script_cores": cores("server_script") if lab.cpu.by_kind else None,
                 "browser_rss_mb": s["browser_rss_mb"], "epochs_done": len(history.get("train_seconds", [])),
-                "status": status, **({"tab_sent_per_s": ws_rates(prev_ws, ws, dt).get("tab_sent_per_s")} if k else {}),
+                "status": status, **({"tab_refresh_per_s": ws_rates(prev_ws, ws, dt).get("tab_refresh_per_s")} if k else {}),
             })
             r = samples[-1]
             print(f"  soak {r['minute']:5.1f} min: server RSS {r['server_rss_mb']:.0f} MB "
                   f"({r['server_rss_mb'] - samples[0]['server_rss_mb']:+.0f}), server {C.fmt(r['server_cores'])} cores, "
-                  f"epochs {r['epochs_done']}, tab msgs/s {C.fmt(r.get('tab_sent_per_s'))}", flush=True)
+                  f"epochs {r['epochs_done']}, tab refreshes/s {C.fmt(r.get('tab_refresh_per_s'))}", flush=True)
             prev, prev_ws = s, ws
             if status in FINAL:
                 out["ended_early"] = status
@@ -746,8 +764,10 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
     for every open Train tab (the progress every second, the charts every CURVES_SECONDS);
     "shared" pieces once per publish for all tabs (cifar_ui/watch.py caches the figures by
     version). The first rows are what each tab did every second before the shared cache (a deep
-    copy of the state and three figures built from 2,000 points). Streamlit's own work per rerun
-    (script, protobuf, websocket) comes on top of all of these."""
+    copy of the state and three figures built from 2,000 points); "fragments" the page-drawn panel
+    with the shared cache (Streamlit's own work per rerun, ~27 ms, comes on top); "feed" the
+    browser-drawn panel's files (cifar_ui/live_feed.py), written once for every tab: a tab then
+    costs the server only the static file it fetches."""
     import hashlib
     import random
     import tempfile
@@ -757,6 +777,7 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
 
     from cifar_core import charts, jobstate, live, runs
     from cifar_core.config import TrainConfig
+    from cifar_ui import live_feed
 
     state = jobstate.JobState("micro", TrainConfig(), {}, 0)
     rng = random.Random(0)
@@ -787,13 +808,17 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
         "before, per tab every 1 s: JobState.snapshot (deep copy)": state.snapshot,
         f"before, per tab every 1 s: 3 figures from {len(full.batch_steps)} points": lambda: build(full, old),
         "before, per tab every 1 s: st.plotly_chart of the 3": lambda: [as_streamlit(f) for f in old.values()],
-        "now, per tab every 1 s: JobState.view (progress)": state.view,
-        f"now, per tab every {live.PUBLISH_SECONDS:.0f} s: st.plotly_chart of the 3 cached": lambda: [
+        "fragments, per tab every 1 s: JobState.view (progress)": state.view,
+        f"fragments, per tab every {live.PUBLISH_SECONDS:.0f} s: st.plotly_chart of the 3 cached": lambda: [
             as_streamlit(f) for f in figs.values()],
-        f"now, shared every {live.PUBLISH_SECONDS:.0f} s: publish + live.json": lambda: runs.write_json(
+        f"shared every {live.PUBLISH_SECONDS:.0f} s: publish + live.json (the trainer's)": lambda: runs.write_json(
             folder / "live.json", live.to_record(state.publish())),
-        f"now, shared every {live.PUBLISH_SECONDS:.0f} s: 3 figures from {len(view.batch_steps)} points": lambda: build(
+        f"fragments, shared every {live.PUBLISH_SECONDS:.0f} s: 3 figures from {len(view.batch_steps)} points": lambda: build(
             view, figs),
+        "feed, shared every 1 s: progress file": lambda: live_feed._write(
+            folder / "progress.json", json.dumps(live_feed.progress_doc(state.view(), "micro"))),
+        f"feed, shared every {live.PUBLISH_SECONDS:.0f} s: figures file from {len(view.batch_steps)} points": lambda: live_feed._write(
+            folder / "figures.json", live_feed.figures_json(view, charts.DEFAULT_SMOOTHING, "epoch")),
     }
     rows = []
     for what, fn in steps.items():
@@ -807,11 +832,15 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
     shutil.rmtree(folder, ignore_errors=True)
     per_s = lambda prefix, every: sum(r["cpu_ms"] for r in rows if r["piece"].startswith(prefix)) / every
     before = per_s("before, per tab", 1.0)
-    now_tab = per_s("now, per tab every 1", 1.0) + per_s(f"now, per tab every {live.PUBLISH_SECONDS:.0f}",
-                                                          live.PUBLISH_SECONDS)
-    shared = per_s("now, shared", live.PUBLISH_SECONDS)
+    frag_tab = per_s("fragments, per tab every 1", 1.0) + per_s(
+        f"fragments, per tab every {live.PUBLISH_SECONDS:.0f}", live.PUBLISH_SECONDS)
+    trainer = per_s("shared every", live.PUBLISH_SECONDS)
+    frag_shared = per_s("fragments, shared", live.PUBLISH_SECONDS) + trainer
+    feed = per_s("feed, shared every 1", 1.0) + per_s("feed, shared every 2", live.PUBLISH_SECONDS) + trainer
     rows += [{"piece": "before: CPU ms per second, 10 tabs", "cpu_ms": 10 * before},
-             {"piece": "now: CPU ms per second, 10 tabs (shared part once)", "cpu_ms": 10 * now_tab + shared},
+             {"piece": "fragments: CPU ms per second, 10 tabs (shared part once), + Streamlit's reruns",
+              "cpu_ms": 10 * frag_tab + frag_shared},
+             {"piece": "feed: CPU ms per second, any number of tabs, + serving the files", "cpu_ms": feed},
              {"piece": "JSON KB of the 3 figures per chart refresh, before", "cpu_ms": sum(as_streamlit(f) for f in old.values()) / 1024},
              {"piece": "JSON KB of the 3 figures per chart refresh, now", "cpu_ms": sum(as_streamlit(f) for f in figs.values()) / 1024}]
     return rows
@@ -819,7 +848,7 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
 
 SIDE_KEYS = ("img_s", "tabs_ready", "server_cores", *(f"{k}_cores" for k in THREAD_KINDS), "serving_cores",
              "browser_cores", "others_cores", "idle_cores", "tab_sent_per_s", "tab_recv_per_s", "tab_kb_per_s",
-             "server_rss_mb")
+             "tab_polls_per_s", "tab_chart_fetches_per_s", "tab_refresh_per_s", "server_rss_mb")
 
 
 def add_serving(row: dict[str, Any]) -> None:
@@ -839,7 +868,7 @@ def summarize_speed(rows: list[dict[str, Any]], counts: list[int]) -> dict[str, 
         side["ratios"] = ratios
         side["ratio"] = C.median(ratios)
         side["slowdown"] = None if side["ratio"] is None else 1 - side["ratio"]
-        msgs = (side["tab_sent_per_s"] or 0) * n
+        msgs = (side["tab_refresh_per_s"] or 0) * n
         zero = out["sides"].get(base, side)
         extra = (side["serving_cores"] - zero["serving_cores"]
                  if side["serving_cores"] is not None and zero["serving_cores"] is not None else None)
@@ -852,7 +881,7 @@ def summarize_speed(rows: list[dict[str, Any]], counts: list[int]) -> dict[str, 
     # The load counts as delivered when every tab showed the job and the tabs asked for a refresh
     # about once a second; otherwise a small slowdown may only mean the tabs were not there.
     out["load_delivered"] = bool(all(r.get("tabs_ready") == top_n for r in by[top_n].values())
-                                 and (top["tab_sent_per_s"] or 0) >= LOAD_DELIVERED_MSGS)
+                                 and (top["tab_refresh_per_s"] or 0) >= LOAD_DELIVERED_MSGS)
     met = None if top["slowdown"] is None else top["slowdown"] <= TARGET_SLOWDOWN
     out["meets_target"] = met if (out["load_delivered"] or met is False) else None
     return out
@@ -874,7 +903,7 @@ def summarize_soak(s: dict[str, Any], bound: float) -> dict[str, Any]:
         mx, my = statistics.fmean(minutes), statistics.fmean(rss)
         slope = sum((x - mx) * (y - my) for x, y in zip(minutes, rss)) / sum((x - mx) ** 2 for x in minutes)
     rates = [r.get("train_img_s") for r in samples[1:]]
-    msgs = [r.get("tab_sent_per_s") for r in samples[1:]]
+    msgs = [r.get("tab_refresh_per_s") for r in samples[1:]]
     return {"tabs_ready": s.get("tabs_ready"), "minutes": minutes[-1], "rss_start_mb": rss[0], "rss_end_mb": rss[-1],
             "rss_min_mb": min(rss), "rss_peak_mb": max(rss), "growth_mb": rss[-1] - rss[0],
             "growth_robust_mb": robust, "slope_mb_per_min": slope, "bound_mb": bound, "within_bound": robust <= bound,
@@ -979,7 +1008,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                           f"page scripts {C.fmt(row.get('script_cores'))}, event loop {C.fmt(row.get('loop_cores'))}, "
                           f"other Python {C.fmt(row.get('py_other_cores'))}, exited {C.fmt(row.get('exited_cores'))}), "
                           f"browser {C.fmt(row.get('browser_cores'))}, others {C.fmt(row.get('others_cores'))}, "
-                          f"idle {C.fmt(row.get('idle_cores'))}; tab msgs sent/s {C.fmt(row.get('tab_sent_per_s'))}; "
+                          f"idle {C.fmt(row.get('idle_cores'))}; per tab: feed polls/s {C.fmt(row.get('tab_polls_per_s'))}, "
+                          f"chart fetches/s {C.fmt(row.get('tab_chart_fetches_per_s'))}, "
+                          f"msgs sent/s {C.fmt(row.get('tab_sent_per_s'))}; "
                           f"Stop {C.fmt(row.get('stop_s'), 1)} s -> {row.get('final_status')}", flush=True)
             if args.soak_minutes > 0:
                 print(f"\nsoak: {args.tabs} tabs on /train for {args.soak_minutes:g} min", flush=True)
@@ -996,7 +1027,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             ("gaps_used", "gaps"), ("server_cores", "server"), ("fit_cores", "training thread"),
             ("native_cores", "native (TF)"), ("script_cores", "page scripts"), ("loop_cores", "event loop"),
             ("py_other_cores", "other Python"), ("exited_cores", "exited threads"), ("browser_cores", "browser"),
-            ("others_cores", "others"), ("idle_cores", "idle"), ("tab_sent_per_s", "msgs sent/s per tab"),
+            ("others_cores", "others"), ("idle_cores", "idle"), ("tab_polls_per_s", "feed polls/s per tab"),
+            ("tab_chart_fetches_per_s", "chart fetches/s per tab"), ("tab_sent_per_s", "msgs sent/s per tab"),
             ("tab_recv_per_s", "msgs recv/s per tab", 1), ("tab_kb_per_s", "KB/s per tab", 0),
             ("server_rss_mb", "server RSS MB", 0), ("errors_shown", "exceptions"), ("stop_s", "Stop s", 1),
         ], title="Training speed per side (alternating, fresh server each; CPU columns in cores, averaged over the window)")
@@ -1008,8 +1040,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             ("tabs", "tabs"), ("img_s", "train img/s (median)", 1), ("ratios", "ratio per round"),
             ("ratio", "ratio vs 0 tabs (median)", 3), ("slowdown", "slowdown"),
             ("fit_cores", "training thread"), ("native_cores", "native (TF)"), ("serving_cores", "serving cores"),
-            ("serving_extra_cores", "serving beyond 0 tabs"), ("tab_sent_per_s", "msgs sent/s per tab"),
-            ("serving_ms_per_tab_message", "serving CPU ms per tab message", 0),
+            ("serving_extra_cores", "serving beyond 0 tabs"), ("tab_refresh_per_s", "refreshes/s per tab"),
+            ("serving_ms_per_tab_message", "serving CPU ms per tab refresh", 1),
         ], title="Summary: speed vs tabs watching (serving = page scripts + event loop + other Python threads)")
         if summary["slowdown"] is not None:
             verdict = {True: "met", False: "MISSED", None: "inconclusive: the tabs' load was not all delivered"}
@@ -1022,7 +1054,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             ("minute", "minute", 1), ("server_rss_mb", "server RSS MB", 0), ("server_cores", "server cores"),
             ("fit_cores", "training thread"), ("script_cores", "page scripts"), ("train_img_s", "train img/s", 1),
             ("epochs_done", "epochs done"),
-            ("tab_sent_per_s", "msgs sent/s per tab"), ("browser_rss_mb", "browser RSS MB", 0),
+            ("tab_refresh_per_s", "refreshes/s per tab"), ("browser_rss_mb", "browser RSS MB", 0),
         ], title=f"Soak: {args.tabs} tabs on /train, server RSS every {args.sample_seconds:g} s")
         ss = summarize_soak(soak_out, args.rss_bound_mb)
         payload["soak_summary"] = ss

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from cifar_core import charts_insight, evolution, runs
@@ -19,14 +20,34 @@ def _read(folder: str, size: int, mtime_ns: int) -> evolution.Evolution:
     return evolution.read_evolution(Path(folder))
 
 
-def load_evolution(run_dir_or_run: Union[runs.Run, Path, str]) -> evolution.Evolution:
-    """The run's recorded series; an empty one (with a note) when there is none or it is damaged."""
-    folder = run_dir_or_run.path if isinstance(run_dir_or_run, runs.Run) else Path(run_dir_or_run)
+def _stamp(folder: Path) -> Optional[tuple[int, int]]:
     try:
         st_ = (folder / evolution.EVOLUTION_FILE).stat()
     except OSError:
+        return None
+    return st_.st_size, st_.st_mtime_ns
+
+
+def load_evolution(run_dir_or_run: Union[runs.Run, Path, str]) -> evolution.Evolution:
+    """The run's recorded series; an empty one (with a note) when there is none or it is damaged."""
+    folder = run_dir_or_run.path if isinstance(run_dir_or_run, runs.Run) else Path(run_dir_or_run)
+    stamp = _stamp(folder)
+    if stamp is None:
         return evolution.read_evolution(folder)  # missing: nothing to parse, the note says so
-    return _read(str(folder), st_.st_size, st_.st_mtime_ns)
+    return _read(str(folder), *stamp)
+
+
+# The figures, built once per version of the file for every tab (a live run's watchers all redraw
+# at the same epoch's end).
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _confusion(folder: str, stamp: Optional[tuple[int, int]], epoch: int, _evo: evolution.Evolution) -> go.Figure:
+    return charts_insight.epoch_confusion(_evo.at(epoch), epoch, _evo.sample_size)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _class_lines(folder: str, stamp: Optional[tuple[int, int]], marked: tuple[str, ...],
+                 _evo: evolution.Evolution) -> go.Figure:
+    return charts_insight.class_accuracy_lines(list(_evo.epochs), _evo.per_class_accuracy, highlight=list(marked))
 
 
 def _chosen_epoch(epochs: list[int], key: str) -> int:
@@ -56,7 +77,9 @@ def render_evolution(run_dir_or_run: Union[runs.Run, Path, str], *, key: str) ->
     """The evolving evaluation of a run (a Run, or its folder): an epoch slider over the sample's
     confusion matrices, per-class accuracy lines, and the most improved and stuck classes.
     `key` must be unique on the page (it keys the slider and the charts)."""
-    evo = load_evolution(run_dir_or_run)
+    folder = run_dir_or_run.path if isinstance(run_dir_or_run, runs.Run) else Path(run_dir_or_run)
+    stamp = _stamp(folder)
+    evo = load_evolution(folder)
     if not evo.epochs:
         st.caption(evo.note or "No epoch recorded yet: the first appears when epoch 1 ends.")
         return
@@ -66,10 +89,9 @@ def render_evolution(run_dir_or_run: Union[runs.Run, Path, str], *, key: str) ->
     left, right = st.columns(2, gap="large")
     with left:
         epoch = _chosen_epoch(epochs, key) if len(epochs) > 1 else epochs[0]
-        st.plotly_chart(charts_insight.epoch_confusion(evo.at(epoch), epoch, evo.sample_size), key=f"{key}-confusion")
+        st.plotly_chart(_confusion(str(folder), stamp, epoch, evo), key=f"{key}-confusion")
     with right:
-        st.plotly_chart(charts_insight.class_accuracy_lines(epochs, evo.per_class_accuracy, highlight=marked),
-                        key=f"{key}-classes")
+        st.plotly_chart(_class_lines(str(folder), stamp, tuple(marked), evo), key=f"{key}-classes")
     improved, stuck = st.columns(2)
     with improved:
         st.markdown("**Improved most**")

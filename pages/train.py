@@ -1,17 +1,18 @@
 """Train: configure and start a run, watch it learn live, stop it, resume a stopped one.
 
 The job belongs to the server (`training.current_job()`), not to this tab: every tab and page
-shows the same job. The live panel polls once a second only while a job is active."""
+shows the same job. While a run trains, the browser draws its progress and curves from files the
+server keeps fresh (cifar_ui/live_panel.py): watching costs no script run per refresh."""
 import streamlit as st
 
 from cifar_core import charts, data, evaluation, live, presets, runs, training
 from cifar_core.config import ARCHITECTURES, TTA_LEVELS, TrainConfig
-from cifar_ui import access, fmt, nav, watch, widgets
+from cifar_ui import access, fmt, live_panel, nav, watch, widgets
 from cifar_ui.evolution import render_evolution
 
 nav.require_entry(nav.TRAIN)
 
-REFRESH_SECONDS = 1.0  # live panel refresh while a job runs
+REFRESH_SECONDS = 1.0  # progress refresh while a job runs, when the browser cannot fetch the live feed
 CURVES_SECONDS = live.PUBLISH_SECONDS  # the curves change only when the trainer publishes them
 EVOLUTION_SECONDS = 10.0  # the per-epoch confusion changes once an epoch: a slow refresh is enough
 NEW_RUN_POLL_SECONDS = 5.0  # while idle: how often to look for a run started elsewhere
@@ -182,10 +183,72 @@ def stop_if_allowed(target: watch.Target) -> None:
         st.session_state["cifar_stop_note"] = target.stop()
 
 
-def live_panel(target: watch.Target, active: bool) -> None:
-    """A run's progress and charts, this server's job or one training elsewhere. While it is
-    active the progress refreshes every second and the charts as often as the trainer publishes
-    new curves; the figures come from a cache shared by every tab (cifar_ui/watch.py)."""
+def stop_controls(target: watch.Target, snap: training.JobSnapshot) -> None:
+    if not target.owned:
+        st.caption(f"Trained by another process ({snap.owner or 'no report yet'}); this page reads its "
+                   f"run folder, and Stop asks it to stop through that folder.")
+    if not access.read_only():
+        st.button("Stop", icon=":material/stop:", on_click=stop_if_allowed, args=(target,),
+                  key=f"cifar_stop_{target.run_id}",
+                  disabled=snap.status == "stopping" or not access.can_act(),
+                  help=access.locked_reason() or "Stops after the current batch and saves the model.")
+    note = st.session_state.get("cifar_stop_note")
+    if note and snap.status != "stopping":
+        st.caption(note)
+
+
+def curve_controls() -> tuple[float, str]:
+    smoothing = st.slider("Smoothing", min_value=0.0, max_value=0.99, value=charts.DEFAULT_SMOOTHING, step=0.01,
+                          key="cifar_train_smoothing",
+                          help="Exponential moving average of the per-batch values, as TensorBoard's "
+                               "smoothing slider; 0 shows the raw values.")
+    x_axis = st.segmented_control("Curves against", charts.X_AXES, default="epoch", key="cifar_train_x",
+                                  format_func={"epoch": "Epochs", "minutes": "Training minutes"}.get) or "epoch"
+    return smoothing, x_axis
+
+
+def browser_panel(target: watch.Target) -> None:
+    """An active run, drawn by the browser from the live feed (cifar_ui/live_panel.py): no script
+    run per refresh. This fragment reruns only for its controls and when the browser reports an
+    epoch's end (the per-class evolution below moves on); the run's end reruns the page."""
+
+    @st.fragment
+    def panel() -> None:
+        snap = target.view()
+        if snap is None:
+            st.warning(f"Run `{target.run_id}` is gone (deleted, or the artifacts folder changed).",
+                       icon=":material/warning:")
+            return
+        if not (snap.is_active or (target.job is not None and target.job.is_alive)):
+            st.rerun(scope="app")  # ended between two looks: show the result
+        stop_controls(target, snap)
+        chart_box = st.container()
+        smoothing, x_axis = curve_controls()
+        with chart_box:
+            event = live_panel.render(target.run_id, target.view, smoothing, x_axis,
+                                      key=f"cifar_live_{target.run_id}")
+        if event == "unavailable":  # the files cannot be fetched (a proxy, static serving off): poll here
+            st.session_state["cifar_live_fallback"] = True
+        if event in ("ended", "unavailable"):
+            st.rerun(scope="app")
+        evolution_section(target)
+
+    panel()
+
+
+def evolution_section(target: watch.Target) -> None:
+    st.subheader("How each class evolves", divider="gray")
+    try:
+        folder = runs.run_path(target.run_id)
+    except runs.RunError:
+        return
+    render_evolution(folder, key=f"cifar_train_evolution_{target.run_id}")
+
+
+def server_panel(target: watch.Target, active: bool) -> None:
+    """A run drawn by the page script: a finished run, or an active one where the browser cannot
+    fetch the live feed (then fragments refresh the progress every second and the charts as often
+    as the trainer publishes; the figures come from a cache shared by every tab, cifar_ui/watch.py)."""
 
     @st.fragment(run_every=REFRESH_SECONDS if active else None)
     def progress() -> None:
@@ -197,19 +260,11 @@ def live_panel(target: watch.Target, active: bool) -> None:
         if active and not (snap.is_active or (target.job is not None and target.job.is_alive)):
             st.rerun(scope="app")  # ended: enable Start, show results, stop polling
         widgets.job_progress(snap)
-        if not target.owned:
-            st.caption(f"Trained by another process ({snap.owner or 'no report yet'}); this page reads its "
-                       f"run folder, and Stop asks it to stop through that folder.")
         if snap.is_active:
-            if not access.read_only():
-                st.button("Stop", icon=":material/stop:", on_click=stop_if_allowed, args=(target,),
-                          key=f"cifar_stop_{target.run_id}",
-                          disabled=snap.status == "stopping" or not access.can_act(),
-                          help=access.locked_reason() or "Stops after the current batch and saves the model.")
-            note = st.session_state.get("cifar_stop_note")
-            if note and snap.status != "stopping":
-                st.caption(note)
+            stop_controls(target, snap)
         else:
+            if not target.owned:
+                st.caption(f"Trained by another process ({snap.owner or 'no report yet'}).")
             show_result(snap)
 
     @st.fragment(run_every=CURVES_SECONDS if active else None)
@@ -217,28 +272,28 @@ def live_panel(target: watch.Target, active: bool) -> None:
         snap = target.view()
         if snap is None:
             return
-        smoothing = st.slider("Smoothing", min_value=0.0, max_value=0.99, value=charts.DEFAULT_SMOOTHING, step=0.01,
-                              key="cifar_train_smoothing",
-                              help="Exponential moving average of the per-batch values, as TensorBoard's "
-                                   "smoothing slider; 0 shows the raw values.")
+        smoothing, x_axis = curve_controls()
         st.plotly_chart(watch.batch_figure(snap, smoothing))
-        x_axis = st.segmented_control("Curves against", charts.X_AXES, default="epoch", key="cifar_train_x",
-                                      format_func={"epoch": "Epochs", "minutes": "Training minutes"}.get) or "epoch"
         left, right = st.columns(2)
         left.plotly_chart(watch.epoch_figure(snap, "loss", x_axis))
         right.plotly_chart(watch.epoch_figure(snap, "accuracy", x_axis))
 
-    @st.fragment(run_every=EVOLUTION_SECONDS if active else None)
-    def mistakes() -> None:
-        st.subheader("How each class evolves", divider="gray")
-        try:
-            folder = runs.run_path(target.run_id)
-        except runs.RunError:
-            return
-        render_evolution(folder, key=f"cifar_train_evolution_{target.run_id}")
-
     progress()
     curves()
+
+
+def run_panel(target: watch.Target, active: bool) -> None:
+    """A run's progress and charts, this server's job or one training elsewhere: drawn by the
+    browser while it trains (unless this tab fell back), by the page once it has ended."""
+    if active and live_panel.available() and not st.session_state.get("cifar_live_fallback"):
+        browser_panel(target)
+        return
+    server_panel(target, active)
+
+    @st.fragment(run_every=EVOLUTION_SECONDS if active else None)
+    def mistakes() -> None:
+        evolution_section(target)
+
     mistakes()
 
 
@@ -273,6 +328,6 @@ with job_col:
     else:
         if not chosen.owned:  # keep showing it here once it ends, with its result
             st.session_state["cifar_watched_elsewhere"] = chosen.run_id
-        live_panel(chosen, active=chosen.is_active())
+        run_panel(chosen, active=chosen.is_active())
     if not any(t.is_active() for t in found):
         watch_for_new_runs(0)

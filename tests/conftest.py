@@ -8,6 +8,7 @@ import shutil
 from cifar_core import training
 from cifar_core.config import TrainConfig
 from cifar_core.data import make_synthetic
+from cifar_ui import live_feed
 
 # The page tests' trained run: synthetic data, small enough for one epoch in seconds.
 PAGE_QUICK = dict(data="synthetic", train_subset=600, test_subset=200, batch_size=32)
@@ -19,7 +20,10 @@ def artifacts(tmp_path, monkeypatch):
     root = tmp_path / "artifacts"
     monkeypatch.setenv("CIFAR_ARTIFACTS_DIR", str(root))
     monkeypatch.setenv("CIFAR10_DATA", "synthetic")
+    # The Train page's live feed writes here, not into the checkout's static/ (the URLs are the same).
+    monkeypatch.setattr(live_feed, "_FEED", live_feed.Feed(root=tmp_path / "live-feed"))
     return root
+
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from cifar_core import heartbeat, live, runs, training
 from cifar_core.config import TrainConfig
 from cifar_core.jobstate import LIVE_POINTS, JobState, thin_indices
+from live_helpers import live_panel_data, read_feed
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboard.py"
@@ -89,19 +90,26 @@ def test_a_trainer_on_another_host_is_alive_while_it_publishes(with_run, artifac
 
 
 def progress_line(at: AppTest) -> str:
+    """The run's status line: the live panel's (an active run) or the page's (an ended one)."""
+    panel = live_panel_data(at)
+    if panel is not None:
+        return f"Run `{panel['progress']['run_id']}` {panel['progress']['status']} {panel['progress'].get('text', '')}"
     return " ".join(m.value for m in at.markdown if "Run `" in m.value)
 
 
+def batches_done(text: str) -> int:
+    """"Epoch E/N · batch B/P · ..." as batches done in all; -1 before the first."""
+    parts = text.split(" · ")
+    if len(parts) < 2 or not parts[1].startswith("batch "):
+        return -1
+    epoch = int(parts[0].split()[1].split("/")[0])
+    batch, per = (int(v) for v in parts[1].split()[1].split("/"))
+    return (epoch - 1) * per + batch
+
+
 def batches_seen(at: AppTest) -> int:
-    """The progress bar's "Epoch E/N · batch B/P · ..." as batches done in all; -1 before the first."""
-    for bar in at.get("progress"):
-        parts = bar.proto.text.split(" · ")
-        if len(parts) < 2 or not parts[1].startswith("batch "):
-            return -1
-        epoch = int(parts[0].split()[1].split("/")[0])
-        batch, per = (int(v) for v in parts[1].split()[1].split("/"))
-        return (epoch - 1) * per + batch
-    return -1
+    panel = live_panel_data(at)
+    return batches_done(panel["progress"].get("text", "")) if panel else -1
 
 
 @pytest.mark.slow
@@ -124,11 +132,14 @@ def test_the_dashboard_watches_a_cli_run_live_and_stops_it(artifacts):
             at.run()
         first = batches_seen(at)
         assert "another process" in " ".join(c.value for c in at.caption)
+        # The browser's panel polls the feed the server keeps fresh from the CLI's run folder:
+        # it moves on with no script run.
+        url = live_panel_data(at)["progress_url"]
         deadline = time.monotonic() + 60
-        while batches_seen(at) <= first:  # the page shows the CLI's progress advancing
+        while batches_done(read_feed(url).get("text", "")) <= first:
             assert time.monotonic() < deadline, "the watched progress did not advance"
-            time.sleep(1)
-            at.run()
+            time.sleep(0.5)
+        at.run()
         at.button(key=[b.key for b in at.button if b.key and b.key.startswith("cifar_stop_")][0]).click().run()
         assert proc.wait(90) == 0, "the CLI did not end after Stop from the page"
     finally:

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from cifar_core import runs, training
 from cifar_core.config import TrainConfig
 from cifar_core.data import CLASS_NAMES, make_synthetic
+from live_helpers import feed_file, live_panel_data, read_feed
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboard.py"
@@ -204,10 +205,20 @@ def test_train_starts_a_real_job_from_the_form_and_stops_it(artifacts):
     at.run()
     assert widget(at.button, "Start training").disabled
     assert "Start is disabled" in texts(at.info)
-    assert "Epoch 1/50" in at.progress[0].text
-    titles = chart_titles(at)
-    assert {"Loss over Epochs", "Accuracy over Epochs", "Loss and accuracy per batch"} <= set(titles)
+    # The browser draws the live panel from the feed's files; the page hands it the first frame.
+    panel = live_panel_data(at)
+    assert panel is not None and not at.progress, "an active run's progress is drawn by the browser"
+    assert "Epoch 1/50" in panel["progress"]["text"] and panel["progress"]["active"]
+    titles = {panel["figures"][name]["layout"]["title"]["text"] for name in ("batch", "loss", "accuracy")}
+    assert titles == {"Loss over Epochs", "Accuracy over Epochs", "Loss and accuracy per batch"}
     assert widget(at.slider, "Smoothing").value == pytest.approx(0.6)  # TensorBoard's default
+    assert panel["figures_url"].endswith(".s60-epoch.json")
+    first = read_feed(panel["progress_url"])["text"]  # the feed moves on with no script run
+    wait_for(lambda: read_feed(panel["progress_url"])["text"] != first, 60, "the feed's progress to move")
+    assert read_feed(panel["figures_url"])["batch"]["layout"]["title"]["text"] == "Loss and accuracy per batch"
+    widget(at.slider, "Smoothing").set_value(0.0).run()  # another setting: its own figures file
+    assert live_panel_data(at)["figures_url"].endswith(".s00-epoch.json")
+    assert feed_file(live_panel_data(at)["figures_url"]).is_file()
 
     widget(at.button, "Stop").click().run()
     assert job.join(60), "the job did not stop within 60 s"

@@ -40,8 +40,16 @@ def markdown(page: Page, pattern: str):
 
 
 def status_line(page: Page, run_id: str = RUN_ID, status: str = r"\w+"):
-    """The job panel's 'Run <id> <status> — <message>' line."""
-    return markdown(page, rf"^Run {run_id} {status} —").first
+    """The job panel's 'Run <id> <status> — <message>' line: drawn by the browser's live panel
+    (.cl-status, cifar_ui/live_panel.py) while the run trains, by the page once it has ended."""
+    return page.locator(f'{LIVE} [data-testid="stMarkdownContainer"], {LIVE} .cl-status').filter(
+        has_text=re.compile(rf"^Run {run_id} {status} —")).first
+
+
+def progress_bar(page: Page):
+    """The live progress bar with its "Epoch E/N · batch B/P" text: the live panel's, or the
+    page's own where the browser cannot poll the feed."""
+    return page.locator(f'{LIVE} .cl-progress, {LIVE} [data-testid="stProgress"]').first
 
 
 def metric(page: Page, label: str):
@@ -127,7 +135,7 @@ def record_job_panel(page: Page) -> None:
         window.__e2eTimeline = [];
         const points = {epoch_points_js()};
         window.__e2eTimer = setInterval(() => {{
-            const bar = document.querySelector('{LIVE} [data-testid="stProgress"]');
+            const bar = document.querySelector('{LIVE} .cl-progress, {LIVE} [data-testid="stProgress"]');
             const value = bar && bar.querySelector('[role="progressbar"]');
             window.__e2eTimeline.push({{
                 progress: value ? Number(value.getAttribute('aria-valuenow')) : null,
@@ -175,11 +183,13 @@ def finished_run(made_runs, tabs, server) -> str:
 
 def test_train_shows_live_progress_and_final_accuracy(page, server, made_runs):
     open_page(page, server.url, "/train", "Train")
+    feed = []  # the live panel's polls of the files the server keeps fresh (app/static/live/...)
+    page.on("response", lambda r: feed.append(r.status) if "/app/static/live/" in r.url else None)
     record_job_panel(page)
     run_id = start_training(page, **QUICK)
     expect(stop_button(page)).to_be_visible()
     expect(start_button(page)).to_be_disabled()
-    expect(live(page, "stProgress").first).to_contain_text(re.compile(r"Epoch \d/3 · batch \d+/8"),
+    expect(progress_bar(page)).to_contain_text(re.compile(r"Epoch \d/3 · batch \d+/8"),
                                                            timeout=TRAIN_MS)
 
     expect(metric(page, "Test accuracy")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"), timeout=TRAIN_MS)
@@ -197,6 +207,7 @@ def test_train_shows_live_progress_and_final_accuracy(page, server, made_runs):
     texts = {t["text"] for t in running}
     assert any(re.search(r"Epoch 1/3 · batch [1-8]/8", t) for t in texts), texts
     assert any(re.search(r"Epoch 3/3 · batch [1-8]/8", t) for t in texts), texts
+    assert feed.count(200) >= 3 and set(feed) == {200}, f"the panel's polls of the live feed: {feed}"
     points_while_running = {t["points"] for t in running}
     assert {1, 2} <= points_while_running, (
         f"the epoch chart should gain points while the job runs; saw {sorted(points_while_running)}")

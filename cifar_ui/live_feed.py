@@ -1,0 +1,235 @@
+"""The live panel's data as small static files that every tab polls: watching a run costs the
+server no script run per tab per refresh.
+
+Streamlit answers each refresh a tab asks for by rerunning the page script (or a fragment): about
+27 ms of the server's CPU each, nearly all Streamlit's own machinery, so ten Train tabs
+refreshing once a second took 10% of training's speed (BENCHMARKS.md §8). Instead one thread in
+the server writes each watched run's progress every second, and its charts once per published
+version of the curves (one file per chart setting in use), under `static/live/`, which Streamlit
+serves as plain files (`server.enableStaticServing`). The Train page's panel
+(`cifar_ui/live_panel.py`) fetches them from the browser; the page itself reruns only when an
+epoch ends or the run does.
+
+The files hold what any viewer of the page may see (progress and curves, never a model or a
+path), under a folder named by a hash of the artifacts folder, so two servers on one checkout
+with different artifacts never mix their runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from cifar_core import charts, paths
+from cifar_core.jobstate import JobSnapshot
+
+FEED_SECONDS = 1.0  # how often the progress files are rewritten while a run is watched
+# The charts are redrawn when the trainer publishes new curves (every 2 s), at most this often:
+# drawing three Plotly figures costs ~50 ms of the server's CPU, once for every tab.
+FIGURES_SECONDS = 4.0
+GRACE_SECONDS = 30.0  # an ended run's final files are kept fresh this long, then left as they are
+KEEP_SECONDS = 3600.0  # files nobody has written for this long are removed when a feed starts
+MAX_VARIANTS = 6  # chart settings (smoothing, x axis) drawn per run; the oldest is dropped
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # Streamlit serves it at app/static/
+FEED_DIR = STATIC_DIR / "live"
+URL_PREFIX = "app/static/live"
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run folder's name: a file name, never a path
+
+
+def scope() -> str:
+    """The artifacts folder's short hash: the feed folder of this server's runs."""
+    return hashlib.sha1(str(paths.artifacts_dir()).encode()).hexdigest()[:12]
+
+
+def variant_key(smoothing: float, x_axis: str) -> str:
+    if x_axis not in charts.X_AXES:
+        raise ValueError(f"x_axis must be one of {charts.X_AXES}, got {x_axis!r}")
+    return f"s{round(smoothing * 100):02d}-{x_axis}"
+
+
+def progress_doc(snap: Optional[JobSnapshot], run_id: str) -> dict[str, Any]:
+    """What the panel shows above the charts, as JSON: a few hundred bytes."""
+    from .widgets import progress_text  # streamlit-free at call time; kept lazy for import order
+
+    if snap is None:
+        return {"run_id": run_id, "status": "gone", "active": False, "fed_at": time.time(),
+                "message": "The run is gone (deleted, or the artifacts folder changed).", "version": -1}
+    return {"run_id": snap.run_id, "status": snap.status, "message": snap.message, "active": snap.is_active,
+            "progress": round(snap.progress, 4), "text": progress_text(snap), "version": snap.version,
+            "epochs_done": len(snap.history.get("loss", [])), "fed_at": time.time()}
+
+
+def figures_json(snap: JobSnapshot, smoothing: float, x_axis: str) -> str:
+    """The three live charts as one JSON object, drawn by the same functions as everywhere else."""
+    figs = {"batch": charts.batch_curves(snap.batch_steps, snap.batch_loss, snap.batch_accuracy, smoothing=smoothing),
+            "loss": charts.epoch_curves(snap.history, "loss", x=x_axis),
+            "accuracy": charts.epoch_curves(snap.history, "accuracy", x=x_axis)}
+    body = ",".join(f'"{name}":{fig.to_json(validate=False)}' for name, fig in figs.items())
+    return f'{{"version":{int(snap.version)},{body}}}'
+
+
+def _write(path: Path, text: str) -> None:
+    """Temporary file and rename, so a tab never reads half a file. No fsync: the files are
+    rewritten every second and worthless after a crash."""
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Links:
+    """Where a tab polls a run, and what it draws before its first poll."""
+
+    progress_url: str
+    figures_url: str
+    progress: dict[str, Any]
+    figures: dict[str, Any]
+
+
+@dataclasses.dataclass
+class _Watched:
+    run_id: str
+    view: Callable[[], Optional[JobSnapshot]]
+    folder: Path
+    variants: "OrderedDict[str, tuple[float, str]]" = dataclasses.field(default_factory=OrderedDict)
+    drawn: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)  # variant -> (version, status)
+    drawn_at: float = 0.0  # when the charts were last drawn by the thread
+    ended_at: Optional[float] = None
+
+
+class Feed:
+    """The one thread per server that keeps the watched runs' files fresh. It runs while some run
+    is watched and stops on its own when none is."""
+
+    def __init__(self, root: Path = FEED_DIR, period: float = FEED_SECONDS):
+        self.root = root
+        self.period = period
+        self._lock = threading.Lock()
+        self._watched: dict[tuple[str, str], _Watched] = {}
+        self._thread: Optional[threading.Thread] = None
+        self.failures = 0  # writes that failed (a full or read-only disk): tabs then see the feed stall
+
+    def watch(self, run_id: str, view: Callable[[], Optional[JobSnapshot]], smoothing: float,
+              x_axis: str) -> Links:
+        """Keep `run_id`'s files fresh from `view` until it has ended, with its charts drawn for
+        this smoothing and x axis too; returns the URLs (relative to the app) and the first frame."""
+        if not _SAFE_ID.fullmatch(run_id):
+            raise ValueError(f"not a run id: {run_id!r}")
+        key = variant_key(smoothing, x_axis)
+        folder = self.root / scope()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:  # the panel's fetches then fail and the page falls back to refreshing itself
+            self.failures += 1
+        snap = view()
+        progress = progress_doc(snap, run_id)
+        with self._lock:
+            w = self._watched.get((folder.name, run_id))
+            if w is None or w.ended_at is not None:
+                w = self._watched[(folder.name, run_id)] = _Watched(run_id, view, folder)
+            w.variants[key] = (smoothing, x_axis)
+            w.variants.move_to_end(key)
+            while len(w.variants) > MAX_VARIANTS:
+                w.drawn.pop(w.variants.popitem(last=False)[0], None)
+            current = snap is not None and w.drawn.get(key) == (snap.version, snap.status)
+            self._start_locked()
+        figures = "{}"
+        if current:  # ten tabs rerunning at an epoch's end read the file, not build ten figures
+            try:
+                figures = (folder / f"{run_id}.{key}.json").read_text(encoding="utf-8")
+            except OSError:
+                current = False
+        if snap is not None and not current:
+            figures = figures_json(snap, smoothing, x_axis)
+            self._put(folder / f"{run_id}.{key}.json", figures)
+            with self._lock:
+                w.drawn[key] = (snap.version, snap.status)
+        self._put(folder / f"{run_id}.json", json.dumps(progress))
+        base = f"{URL_PREFIX}/{folder.name}/{run_id}"
+        return Links(f"{base}.json", f"{base}.{key}.json", progress, json.loads(figures))
+
+    def watching(self) -> list[str]:
+        with self._lock:
+            return sorted(w.run_id for w in self._watched.values())
+
+    def _start_locked(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="cifar-live-feed", daemon=True)
+            self._thread.start()
+            threading.Thread(target=self._sweep, name="cifar-live-sweep", daemon=True).start()
+
+    def _put(self, path: Path, text: str) -> None:
+        try:
+            _write(path, text)
+        except OSError:
+            self.failures += 1
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                watched = list(self._watched.items())
+            for key, w in watched:
+                try:
+                    self._refresh(w)
+                except Exception:  # noqa: BLE001 - one broken run must not stop the others' feed
+                    self.failures += 1
+                    w.ended_at = w.ended_at or time.time()
+                if w.ended_at is not None and time.time() - w.ended_at > GRACE_SECONDS:
+                    with self._lock:
+                        if self._watched.get(key) is w:
+                            del self._watched[key]
+            with self._lock:
+                if not self._watched:
+                    self._thread = None
+                    return
+            time.sleep(self.period)
+
+    def _refresh(self, w: _Watched) -> None:
+        snap = w.view()
+        self._put(w.folder / f"{w.run_id}.json", json.dumps(progress_doc(snap, w.run_id)))
+        if snap is None or not snap.is_active:
+            w.ended_at = w.ended_at or time.time()
+        if snap is None:
+            return
+        if snap.is_active and time.monotonic() - w.drawn_at < FIGURES_SECONDS:
+            return  # an ended run's final curves are drawn at once
+        with self._lock:
+            todo = [(k, v) for k, v in w.variants.items() if w.drawn.get(k) != (snap.version, snap.status)]
+        for key, (smoothing, x_axis) in todo:
+            self._put(w.folder / f"{w.run_id}.{key}.json", figures_json(snap, smoothing, x_axis))
+            w.drawn[key] = (snap.version, snap.status)
+        if todo:
+            w.drawn_at = time.monotonic()
+
+    def _sweep(self) -> None:
+        """Remove files nobody has written for KEEP_SECONDS (runs watched by earlier servers)."""
+        cutoff = time.time() - KEEP_SECONDS
+        for path in self.root.glob("*/*.json"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError:
+                pass
+
+
+_FEED: Optional[Feed] = None
+_FEED_LOCK = threading.Lock()
+
+
+def feed() -> Feed:
+    """This server's feed (one per process, shared by every session and tab)."""
+    global _FEED
+    with _FEED_LOCK:
+        if _FEED is None:
+            _FEED = Feed()
+        return _FEED

@@ -1,0 +1,26 @@
+"""Reading the Train page's browser-drawn live panel (cifar_ui/live_panel.py) in AppTest, which
+runs no JavaScript: what the page handed the panel, and the feed files the browser would fetch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from cifar_ui import live_feed
+
+
+def live_panel_data(at) -> Optional[dict]:
+    """The panel's data (feed URLs, first frame of progress and figures); None when the page drew none."""
+    for element in at.get("bidi_component"):
+        if element.proto.component_name == "cifar_lab.live_panel":
+            return json.loads(element.proto.json)
+    return None
+
+
+def feed_file(url: str) -> Path:
+    """The file behind a live-feed URL, in the current feed's folder."""
+    return live_feed.feed().root / url.split(f"{live_feed.URL_PREFIX}/", 1)[1]
+
+
+def read_feed(url: str) -> dict:
+    return json.loads(feed_file(url).read_text())

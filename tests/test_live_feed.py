@@ -1,0 +1,175 @@
+"""The live feed (cifar_ui/live_feed.py): the files a Train tab's browser polls instead of
+rerunning the page, kept fresh by one server thread; and the page's own refresh where the
+browser cannot fetch them."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from streamlit import config
+from streamlit.testing.v1 import AppTest
+
+from cifar_core import training
+from cifar_core.config import TrainConfig
+from cifar_core.jobstate import JobState
+from cifar_ui import live_feed
+from live_helpers import live_panel_data
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = "20260101-000000-abcdef"
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def state(artifacts) -> JobState:
+    s = JobState(RUN, TrainConfig(epochs=3, data="synthetic"), {}, 0)
+    s.start_running(batches_per_epoch=10, epoch=1)
+    return s
+
+
+@pytest.fixture
+def feed(tmp_path, monkeypatch) -> live_feed.Feed:
+    monkeypatch.setattr(live_feed, "GRACE_SECONDS", 0.3)
+    monkeypatch.setattr(live_feed, "FIGURES_SECONDS", 0.0)
+    return live_feed.Feed(root=tmp_path / "feed", period=0.05)
+
+
+def read(feed: live_feed.Feed, url: str) -> dict:
+    return json.loads((feed.root / url.split(f"{live_feed.URL_PREFIX}/", 1)[1]).read_text())
+
+
+def test_progress_is_rewritten_every_period_and_charts_only_for_a_new_version(feed, state):
+    links = feed.watch(RUN, state.view, 0.6, "epoch")
+    assert links.progress_url == f"{live_feed.URL_PREFIX}/{live_feed.scope()}/{RUN}.json"
+    assert links.figures_url.endswith(f"{RUN}.s60-epoch.json")
+    assert links.progress["text"] == "Epoch 1/3 · batch 0/10" and links.progress["active"]
+    assert links.figures["batch"]["layout"]["title"]["text"] == "Loss and accuracy per batch"
+
+    figures = feed.root / links.figures_url.split(f"{live_feed.URL_PREFIX}/", 1)[1]
+    drawn = figures.stat().st_mtime_ns
+    fed = read(feed, links.progress_url)["fed_at"]
+    wait_for(lambda: read(feed, links.progress_url)["fed_at"] > fed, 5, "the progress file to be rewritten")
+
+    for i in range(5):  # batches arrive: the progress moves at once, the curves when published
+        state.add_batch(i / 10, 2.0 - i / 10, 0.1 * i)
+    state.update(batch=5)
+    wait_for(lambda: "batch 5/10" in read(feed, links.progress_url)["text"], 5, "the new batch")
+    time.sleep(0.2)
+    assert figures.stat().st_mtime_ns == drawn, "charts redrawn without a new version of the curves"
+    version = state.publish().version
+    wait_for(lambda: read(feed, links.figures_url)["version"] == version, 5, "the published curves")
+    batch = read(feed, links.figures_url)["batch"]
+    assert len(batch["data"][0]["x"]) == 5
+    assert read(feed, links.progress_url)["version"] == version  # the browser fetches charts on this
+
+
+def test_an_ended_run_gets_its_final_state_then_the_thread_stops(feed, state):
+    links = feed.watch(RUN, state.view, 0.6, "epoch")
+    state.update(status="completed", message="Finished")
+    wait_for(lambda: not read(feed, links.progress_url)["active"], 5, "the final state")
+    assert read(feed, links.progress_url)["status"] == "completed"
+    wait_for(lambda: feed.watching() == [] and feed._thread is None, 5, "the feed to stop")
+
+
+def test_charts_are_redrawn_at_most_every_few_seconds_but_the_last_at_once(feed, state, monkeypatch):
+    links = feed.watch(RUN, state.view, 0.6, "epoch")
+    first = state.publish().version
+    wait_for(lambda: read(feed, links.figures_url)["version"] == first, 5, "the first redraw")
+    monkeypatch.setattr(live_feed, "FIGURES_SECONDS", 3600.0)
+    state.add_batch(0.1, 1.5, 0.3)
+    newer = state.publish().version
+    wait_for(lambda: read(feed, links.progress_url)["version"] == newer, 5, "the progress to name it")
+    time.sleep(0.3)
+    assert read(feed, links.figures_url)["version"] == first, "redrawn sooner than FIGURES_SECONDS"
+    state.update(status="completed", message="Finished")
+    final = state.view().version  # an ended job publishes its last curves at once
+    assert final > newer
+    wait_for(lambda: read(feed, links.figures_url)["version"] == final, 5, "the final curves")
+
+
+def test_a_run_that_disappears_says_so(feed):
+    links = feed.watch(RUN, lambda: None, 0.6, "epoch")
+    assert links.progress["status"] == "gone" and not links.progress["active"]
+    wait_for(lambda: feed.watching() == [], 5, "the feed to drop it")
+
+
+def test_each_chart_setting_has_its_file_and_their_number_is_bounded(feed, state):
+    for i in range(live_feed.MAX_VARIANTS + 3):
+        links = feed.watch(RUN, state.view, i / 100, "minutes")
+        assert links.figures_url.endswith(f".s{i:02d}-minutes.json")
+    (watched,) = feed._watched.values()
+    assert len(watched.variants) == live_feed.MAX_VARIANTS
+    assert list(watched.variants)[-1] == f"s{live_feed.MAX_VARIANTS + 2:02d}-minutes"  # the newest kept
+
+
+@pytest.mark.parametrize("run_id", ["../../etc", "a/b", ".hidden", ""])
+def test_a_run_id_cannot_name_a_path(feed, state, run_id):
+    with pytest.raises(ValueError):
+        feed.watch(run_id, state.view, 0.6, "epoch")
+    with pytest.raises(ValueError):
+        live_feed.variant_key(0.6, "../x")
+
+
+def test_a_folder_it_cannot_write_costs_the_feed_not_the_page(tmp_path, state):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    feed = live_feed.Feed(root=blocker / "feed", period=0.05)
+    links = feed.watch(RUN, state.view, 0.6, "epoch")  # no exception: the browser falls back instead
+    assert links.progress["active"] and feed.failures >= 1
+
+
+def test_files_no_server_has_written_for_an_hour_are_swept(feed, state):
+    old = feed.root / "0123456789ab" / "20000101-000000-old.json"
+    old.parent.mkdir(parents=True)
+    old.write_text("{}")
+    stale = time.time() - live_feed.KEEP_SECONDS - 60
+    os.utime(old, (stale, stale))
+    links = feed.watch(RUN, state.view, 0.6, "epoch")
+    wait_for(lambda: not old.exists(), 5, "the sweep")
+    assert read(feed, links.progress_url)["run_id"] == RUN
+
+
+# --- the Train page: the browser's panel, or the page's own refresh ------------------------------
+
+def start_long_job(artifacts) -> training.TrainingJob:
+    job = training.start_job(TrainConfig(epochs=50, data="synthetic", train_subset=600, test_subset=200,
+                                         batch_size=32))
+    wait_for(lambda: job.snapshot().batch > 0, 90, "the first batch")
+    return job
+
+
+def train_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60).run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    return at
+
+
+@pytest.mark.parametrize("why", ["static serving off", "the browser could not fetch the feed"])
+def test_the_page_refreshes_itself_where_the_browser_cannot_poll_the_feed(artifacts, monkeypatch, why):
+    if why == "static serving off":  # a server started without the project's .streamlit/config.toml
+        monkeypatch.setattr(config, "get_option", lambda name, _get=config.get_option: (
+            False if name == "server.enableStaticServing" else _get(name)))
+    job = start_long_job(artifacts)
+    try:
+        at = train_page()
+        if why != "static serving off":
+            assert live_panel_data(at) is not None
+            at.session_state["cifar_live_fallback"] = True  # what the panel's "unavailable" report sets
+            at.run()
+        assert live_panel_data(at) is None
+        assert "Epoch 1/50" in at.progress[0].text  # the fragment that refreshes every second
+        titles = {json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")}
+        assert {"Loss over Epochs", "Loss and accuracy per batch"} <= titles
+    finally:
+        training.stop_job()
+        assert job.join(60)
