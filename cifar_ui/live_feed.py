@@ -54,8 +54,9 @@ def variant_key(smoothing: float, x_axis: str) -> str:
     return f"s{round(smoothing * 100):02d}-{x_axis}"
 
 
-def progress_doc(snap: Optional[JobSnapshot], run_id: str) -> dict[str, Any]:
-    """What the panel shows above the charts, as JSON: a few hundred bytes."""
+def progress_doc(snap: Optional[JobSnapshot], run_id: str, charts_version: int = -1) -> dict[str, Any]:
+    """What the panel shows above the charts, as JSON: a few hundred bytes. `charts_version` is
+    the curves' version in the figures files: a tab fetches them only when it is newer than its own."""
     from .widgets import progress_text  # streamlit-free at call time; kept lazy for import order
 
     if snap is None:
@@ -63,7 +64,7 @@ def progress_doc(snap: Optional[JobSnapshot], run_id: str) -> dict[str, Any]:
                 "message": "The run is gone (deleted, or the artifacts folder changed).", "version": -1}
     return {"run_id": snap.run_id, "status": snap.status, "message": snap.message, "active": snap.is_active,
             "progress": round(snap.progress, 4), "text": progress_text(snap), "version": snap.version,
-            "epochs_done": len(snap.history.get("loss", [])), "fed_at": time.time()}
+            "epochs_done": len(snap.history.get("loss", [])), "charts": charts_version, "fed_at": time.time()}
 
 
 def figures_json(snap: JobSnapshot, smoothing: float, x_axis: str) -> str:
@@ -104,6 +105,7 @@ class _Watched:
     variants: "OrderedDict[str, tuple[float, str]]" = dataclasses.field(default_factory=OrderedDict)
     drawn: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)  # variant -> (version, status)
     drawn_at: float = 0.0  # when the charts were last drawn by the thread
+    charts_version: int = -1  # the version of the curves in every variant's file
     ended_at: Optional[float] = None
 
 
@@ -132,7 +134,6 @@ class Feed:
         except OSError:  # the panel's fetches then fail and the page falls back to refreshing itself
             self.failures += 1
         snap = view()
-        progress = progress_doc(snap, run_id)
         with self._lock:
             w = self._watched.get((folder.name, run_id))
             if w is None or w.ended_at is not None:
@@ -142,6 +143,7 @@ class Feed:
             while len(w.variants) > MAX_VARIANTS:
                 w.drawn.pop(w.variants.popitem(last=False)[0], None)
             current = snap is not None and w.drawn.get(key) == (snap.version, snap.status)
+            progress = progress_doc(snap, run_id, w.charts_version)
             self._start_locked()
         figures = "{}"
         if current:  # ten tabs rerunning at an epoch's end read the file, not build ten figures
@@ -196,20 +198,20 @@ class Feed:
 
     def _refresh(self, w: _Watched) -> None:
         snap = w.view()
-        self._put(w.folder / f"{w.run_id}.json", json.dumps(progress_doc(snap, w.run_id)))
         if snap is None or not snap.is_active:
             w.ended_at = w.ended_at or time.time()
-        if snap is None:
-            return
-        if snap.is_active and time.monotonic() - w.drawn_at < FIGURES_SECONDS:
-            return  # an ended run's final curves are drawn at once
-        with self._lock:
-            todo = [(k, v) for k, v in w.variants.items() if w.drawn.get(k) != (snap.version, snap.status)]
-        for key, (smoothing, x_axis) in todo:
-            self._put(w.folder / f"{w.run_id}.{key}.json", figures_json(snap, smoothing, x_axis))
-            w.drawn[key] = (snap.version, snap.status)
-        if todo:
-            w.drawn_at = time.monotonic()
+        # An ended run's final curves are drawn at once; a running one's at most every FIGURES_SECONDS.
+        if snap is not None and (not snap.is_active or time.monotonic() - w.drawn_at >= FIGURES_SECONDS):
+            with self._lock:
+                todo = [(k, v) for k, v in w.variants.items() if w.drawn.get(k) != (snap.version, snap.status)]
+            for key, (smoothing, x_axis) in todo:
+                self._put(w.folder / f"{w.run_id}.{key}.json", figures_json(snap, smoothing, x_axis))
+                w.drawn[key] = (snap.version, snap.status)
+            if todo:
+                w.drawn_at = time.monotonic()
+                w.charts_version = snap.version
+        # After the charts: a tab that reads a newer `charts` finds the figures files already there.
+        self._put(w.folder / f"{w.run_id}.json", json.dumps(progress_doc(snap, w.run_id, w.charts_version)))
 
     def _sweep(self) -> None:
         """Remove files nobody has written for KEEP_SECONDS (runs watched by earlier servers)."""

@@ -149,7 +149,7 @@ class Panel {
       const doc = await this.fetchJson(this.data.progress_url);
       this.misses = 0;
       this.showProgress(doc);
-      if (doc.version !== this.drawnVersion && doc.version >= 0) {
+      if (doc.charts > (this.drawnVersion === null ? -1 : this.drawnVersion)) {  // newer curves on the server
         await this.drawFigures(await this.fetchJson(this.figuresUrl));
       }
       const stale = (Date.now() - this.freshSince) / 1000;

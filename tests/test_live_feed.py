@@ -69,7 +69,7 @@ def test_progress_is_rewritten_every_period_and_charts_only_for_a_new_version(fe
     wait_for(lambda: read(feed, links.figures_url)["version"] == version, 5, "the published curves")
     batch = read(feed, links.figures_url)["batch"]
     assert len(batch["data"][0]["x"]) == 5
-    assert read(feed, links.progress_url)["version"] == version  # the browser fetches charts on this
+    wait_for(lambda: read(feed, links.progress_url)["charts"] == version, 5, "the progress to name them")
 
 
 def test_an_ended_run_gets_its_final_state_then_the_thread_stops(feed, state):
