@@ -92,7 +92,7 @@ class Links:
     """Where a tab polls a run, and what it draws before its first poll."""
 
     progress_url: str
-    figures_url: str
+    figures_url: Optional[str]  # None: progress only (the Home page)
     progress: dict[str, Any]
     figures: dict[str, Any]
 
@@ -121,13 +121,14 @@ class Feed:
         self._thread: Optional[threading.Thread] = None
         self.failures = 0  # writes that failed (a full or read-only disk): tabs then see the feed stall
 
-    def watch(self, run_id: str, view: Callable[[], Optional[JobSnapshot]], smoothing: float,
-              x_axis: str) -> Links:
+    def watch(self, run_id: str, view: Callable[[], Optional[JobSnapshot]], smoothing: Optional[float] = None,
+              x_axis: str = "epoch") -> Links:
         """Keep `run_id`'s files fresh from `view` until it has ended, with its charts drawn for
-        this smoothing and x axis too; returns the URLs (relative to the app) and the first frame."""
+        this smoothing and x axis too (progress only when `smoothing` is None); returns the URLs
+        (relative to the app) and the first frame."""
         if not _SAFE_ID.fullmatch(run_id):
             raise ValueError(f"not a run id: {run_id!r}")
-        key = variant_key(smoothing, x_axis)
+        key = None if smoothing is None else variant_key(smoothing, x_axis)
         folder = self.root / scope()
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -138,27 +139,28 @@ class Feed:
             w = self._watched.get((folder.name, run_id))
             if w is None or w.ended_at is not None:
                 w = self._watched[(folder.name, run_id)] = _Watched(run_id, view, folder)
-            w.variants[key] = (smoothing, x_axis)
-            w.variants.move_to_end(key)
-            while len(w.variants) > MAX_VARIANTS:
-                w.drawn.pop(w.variants.popitem(last=False)[0], None)
-            current = snap is not None and w.drawn.get(key) == (snap.version, snap.status)
+            if key is not None:
+                w.variants[key] = (smoothing, x_axis)
+                w.variants.move_to_end(key)
+                while len(w.variants) > MAX_VARIANTS:
+                    w.drawn.pop(w.variants.popitem(last=False)[0], None)
+            current = snap is None or key is None or w.drawn.get(key) == (snap.version, snap.status)
             progress = progress_doc(snap, run_id, w.charts_version)
             self._start_locked()
         figures = "{}"
-        if current:  # ten tabs rerunning at an epoch's end read the file, not build ten figures
+        if current and key is not None and snap is not None:  # ten tabs rerunning at an epoch's end read the file
             try:
                 figures = (folder / f"{run_id}.{key}.json").read_text(encoding="utf-8")
             except OSError:
                 current = False
-        if snap is not None and not current:
+        if not current:
             figures = figures_json(snap, smoothing, x_axis)
             self._put(folder / f"{run_id}.{key}.json", figures)
             with self._lock:
                 w.drawn[key] = (snap.version, snap.status)
         self._put(folder / f"{run_id}.json", json.dumps(progress))
         base = f"{URL_PREFIX}/{folder.name}/{run_id}"
-        return Links(f"{base}.json", f"{base}.{key}.json", progress, json.loads(figures))
+        return Links(f"{base}.json", None if key is None else f"{base}.{key}.json", progress, json.loads(figures))
 
     def watching(self) -> list[str]:
         with self._lock:

@@ -10,7 +10,9 @@ If the files cannot be fetched it says so and asks the page to fall back to refr
 """
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -49,6 +51,7 @@ _CSS = """
 .cl-row { display: flex; gap: 1rem; }
 .cl-row > .cl-chart { flex: 1 1 0; min-width: 0; }
 .cl-chart { min-height: 1px; }
+.cl-compact .cl-chart, .cl-compact .cl-row { display: none; }
 """
 
 _JS = """
@@ -91,7 +94,8 @@ class Panel {
       this.figuresUrl = data.figures_url;
       this.drawnVersion = null;
     }
-    this.plotly = this.plotly || loadPlotly(data.plotly_url);
+    this.root.classList.toggle("cl-compact", !data.figures_url);  // progress only (Home)
+    this.plotly = data.figures_url ? (this.plotly || loadPlotly(data.plotly_url)) : null;
     this.showProgress(data.progress);
     this.drawFigures(data.figures);
     if (this.epochs === null) this.epochs = data.progress.epochs_done;
@@ -119,7 +123,7 @@ class Panel {
   }
 
   async drawFigures(figures) {
-    if (!figures || figures.version === undefined || figures.version === this.drawnVersion) return;
+    if (!this.plotly || !figures || figures.version === undefined || figures.version === this.drawnVersion) return;
     const Plotly = await this.plotly;
     for (const name of ["batch", "loss", "accuracy"]) {
       const fig = figures[name];
@@ -149,7 +153,7 @@ class Panel {
       const doc = await this.fetchJson(this.data.progress_url);
       this.misses = 0;
       this.showProgress(doc);
-      if (doc.charts > (this.drawnVersion === null ? -1 : this.drawnVersion)) {  // newer curves on the server
+      if (this.figuresUrl && doc.charts > (this.drawnVersion === null ? -1 : this.drawnVersion)) {  // newer curves
         await this.drawFigures(await this.fetchJson(this.figuresUrl));
       }
       const stale = (Date.now() - this.freshSince) / 1000;
@@ -158,7 +162,7 @@ class Panel {
       if (!doc.active) {
         this.stop();
         this.trigger("ended", doc.status);
-      } else if (doc.epochs_done !== this.epochs) {
+      } else if (doc.epochs_done !== this.epochs && this.data.report_epochs) {
         this.epochs = doc.epochs_done;
         this.trigger("epoch", doc.epochs_done);
       }
@@ -188,21 +192,32 @@ _component = st.components.v2.component("cifar_lab.live_panel", html=_HTML, css=
 
 def plotly_js() -> Path:
     """The Plotly.js that ships with the installed plotly package, copied once into the folder
-    Streamlit serves (the lab never fetches it from a CDN: it must work offline)."""
+    Streamlit serves (the lab never fetches it from a CDN: it must work offline). OSError when the
+    folder cannot be written."""
     target = VENDOR_DIR / f"plotly-{plotly.__version__}.min.js"
     if not target.exists():
         source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
         VENDOR_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        shutil.copyfile(source, tmp)
-        tmp.replace(target)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # two sessions at once
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
     return target
 
 
 def available() -> bool:
-    """Whether this server serves the feed's folder (the project's .streamlit/config.toml turns
-    it on; a server started from another folder, without that file, does not)."""
-    return bool(config.get_option("server.enableStaticServing"))
+    """Whether the browser can draw the panel here: this server serves static/ (the project's
+    .streamlit/config.toml turns it on; a server started from another folder does not) and
+    Plotly.js is in it."""
+    if not config.get_option("server.enableStaticServing"):
+        return False
+    try:
+        plotly_js()
+    except OSError:
+        return False
+    return True
 
 
 def _url(relative: str) -> str:
@@ -210,15 +225,18 @@ def _url(relative: str) -> str:
     return "/" + (f"{base}/" if base else "") + relative
 
 
-def render(run_id: str, view, smoothing: float, x_axis: str, key: str) -> Optional[str]:
-    """Mount the panel for a run; returns what the browser reported on this rerun ("epoch",
+def render(run_id: str, view, key: str, smoothing: Optional[float] = None, x_axis: str = "epoch") -> Optional[str]:
+    """Mount the panel for a run: progress and charts, or the progress alone when `smoothing` is
+    None (Home). Returns what the browser reported on this rerun ("epoch", with charts only;
     "ended" or "unavailable"), or None."""
     links = live_feed.feed().watch(run_id, view, smoothing, x_axis)
     vendor = plotly_js()
     data: dict[str, Any] = {
-        "progress_url": _url(links.progress_url), "figures_url": _url(links.figures_url),
+        "progress_url": _url(links.progress_url),
+        "figures_url": None if links.figures_url is None else _url(links.figures_url),
         "plotly_url": _url(f"app/static/vendor/{vendor.name}"), "poll_ms": POLL_MS,
-        "stale_seconds": STALE_SECONDS, "progress": links.progress, "figures": links.figures}
+        "stale_seconds": STALE_SECONDS, "progress": links.progress, "figures": links.figures,
+        "report_epochs": links.figures_url is not None}
     result = _component(key=key, data=data, on_epoch_change=lambda: None, on_ended_change=lambda: None,
                         on_unavailable_change=lambda: None)
     for event in ("ended", "unavailable", "epoch"):

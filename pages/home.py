@@ -2,11 +2,12 @@
 import streamlit as st
 
 from cifar_core import data, runs
-from cifar_ui import fmt, nav, watch, widgets
+from cifar_ui import fmt, live_panel, nav, watch, widgets
 
 nav.require_entry(nav.HOME)
 
 LATEST_RUNS = 5  # rows in the "latest runs" table
+NEW_RUN_POLL_SECONDS = 5.0  # how often to look for a run started or ended elsewhere
 
 st.title("CIFAR-10 Lab")
 st.markdown(
@@ -34,7 +35,11 @@ with left:
     found = watch.targets()
     active = [t.run_id for t in found if t.is_active()]
 
-    @st.fragment(run_every=2.0 if active else 5.0)
+    # An active run's progress is drawn by the browser from the live feed (cifar_ui/live_panel.py);
+    # this fragment then only looks, now and then, for a run started elsewhere.
+    in_browser = bool(active) and live_panel.available() and not st.session_state.get("cifar_live_fallback")
+
+    @st.fragment(run_every=(NEW_RUN_POLL_SECONDS if in_browser else 2.0) if active else NEW_RUN_POLL_SECONDS)
     def job_status() -> None:
         now = watch.targets()
         if [t.run_id for t in now if t.is_active()] != active:
@@ -44,10 +49,18 @@ with left:
                        "Runs started from the command line show up here while they train.")
         for target in now:
             snap = target.view()
-            if snap is not None:
+            if snap is None:
+                continue
+            if in_browser and snap.is_active:
+                event = live_panel.render(target.run_id, target.view, key=f"cifar_home_live_{target.run_id}")
+                if event == "unavailable":
+                    st.session_state["cifar_live_fallback"] = True
+                if event is not None:
+                    st.rerun(scope="app")
+            else:
                 widgets.job_progress(snap)
-                if not target.owned:
-                    st.caption(f"Trained by another process ({snap.owner or 'no report yet'}).")
+            if not target.owned:
+                st.caption(f"Trained by another process ({snap.owner or 'no report yet'}).")
         st.page_link(nav.TRAIN.path, label="Open Train", icon=nav.TRAIN.icon)
 
     job_status()

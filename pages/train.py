@@ -225,8 +225,8 @@ def browser_panel(target: watch.Target) -> None:
         chart_box = st.container()
         smoothing, x_axis = curve_controls()
         with chart_box:
-            event = live_panel.render(target.run_id, target.view, smoothing, x_axis,
-                                      key=f"cifar_live_{target.run_id}")
+            event = live_panel.render(target.run_id, target.view, key=f"cifar_live_{target.run_id}",
+                                      smoothing=smoothing, x_axis=x_axis)
         if event == "unavailable":  # the files cannot be fetched (a proxy, static serving off): poll here
             st.session_state["cifar_live_fallback"] = True
         if event in ("ended", "unavailable"):

@@ -173,3 +173,34 @@ def test_the_page_refreshes_itself_where_the_browser_cannot_poll_the_feed(artifa
     finally:
         training.stop_job()
         assert job.join(60)
+
+
+def test_plotly_js_is_the_plotly_packages_own_copy_and_an_unwritable_folder_means_no_panel(tmp_path, monkeypatch):
+    import plotly
+
+    from cifar_ui import live_panel
+
+    monkeypatch.setattr(live_panel, "VENDOR_DIR", tmp_path / "vendor")
+    copied = live_panel.plotly_js()
+    assert copied.read_bytes() == (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+    assert live_panel.available()  # the project's config serves static/
+    assert list(copied.parent.iterdir()) == [copied]  # no temporary file left
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(live_panel, "VENDOR_DIR", blocker / "vendor")
+    assert not live_panel.available()  # the Train page then refreshes itself instead
+
+
+def test_home_shows_an_active_runs_progress_in_the_browser_panel_without_charts(artifacts):
+    job = start_long_job(artifacts)
+    try:
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60).run()  # Home
+        assert not at.exception
+        panel = live_panel_data(at)
+        assert panel is not None and panel["figures_url"] is None and not panel["report_epochs"]
+        assert "Epoch 1/50" in panel["progress"]["text"] and not at.progress
+        assert live_feed.feed().watching() == [job.run_id]
+    finally:
+        training.stop_job()
+        assert job.join(60)
