@@ -421,6 +421,7 @@ class Lab:
         self.proc = subprocess.Popen(cmd, cwd=C.REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.contexts: list = []
         self.pages: list = []
+        self.pollers: list[Poller] = []
         wait_health(self.port, self.proc, args.timeout)
         self.cpu = CpuMeter(self.proc.pid, self.names_file, args.browser_nice)
 
@@ -464,7 +465,7 @@ class Lab:
             self.pause(min(every, left))
 
     def ws_counts(self) -> list[dict[str, float]]:
-        out = []
+        out = [dict(p.counts) for p in self.pollers]
         for page in self.pages:
             try:
                 out.append(page.evaluate("() => ({...window.__wsCounts})"))
@@ -498,6 +499,9 @@ class Lab:
         return out
 
     def close(self) -> None:
+        for poller in self.pollers:
+            poller.stop()
+        self.pollers = []
         self.close_tabs()
         self.proc.terminate()
         try:
@@ -596,6 +600,53 @@ def open_watchers(lab: Lab, run_id: str, count: int) -> dict[str, Any]:
             "tabs_not_ready": ", ".join(f"{n} {k}" for k, n in states.items()) or None}
 
 
+class Poller:
+    """A Train tab's live panel without a browser (--pollers): from a thread of this process (on
+    the browser's CPUs), it fetches the run's progress file once a second and the charts file
+    whenever the progress names newer curves: the requests cifar_ui/live_panel.py makes, at the
+    nominal rate, with no rendering. Streamlit's websocket of a watching tab stays idle meanwhile
+    (the page reruns only at an epoch's end), so it is left out."""
+
+    def __init__(self, base_url: str, artifacts: Path, run_id: str):
+        import hashlib
+        import random
+        import threading
+
+        scope = hashlib.sha1(str(Path(artifacts).expanduser().resolve()).encode()).hexdigest()[:12]
+        base = f"{base_url}/app/static/live/{scope}/{run_id}"
+        self.progress_url, self.figures_url = f"{base}.json", f"{base}.s60-epoch.json"  # the default chart setting
+        self.counts = {"sent": 0, "received": 0, "receivedBytes": 0, "polls": 0, "pollsOk": 0, "chartFetches": 0}
+        self._stop = threading.Event()
+        self._offset = random.random()  # tabs do not all poll at the same instant
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _get(self, url: str) -> bytes:
+        import urllib.request
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.read()
+
+    def _loop(self) -> None:
+        drawn = -1
+        due = time.monotonic() + self._offset
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due += 1.0
+            self.counts["polls"] += 1
+            try:
+                doc = json.loads(self._get(self.progress_url))
+                self.counts["pollsOk"] += 1
+                if doc.get("charts", -1) > drawn:
+                    self._get(self.figures_url)
+                    self.counts["chartFetches"] += 1
+                    drawn = doc["charts"]
+            except (OSError, ValueError):
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
 def errors_shown(lab: Lab) -> int:
     return sum(p.locator('[data-testid="stException"]').count() for p in lab.pages)
 
@@ -619,7 +670,15 @@ def launch_job(browser, args, artifacts: Path, source: str, tabs: int, label: st
             lab.cpu.sample()
             lab.pause(1.0)
         info["first_epoch_s"] = time.perf_counter() - t
-        if tabs:
+        if tabs and args.pollers:
+            lab.close_tabs()
+            lab.pollers = [Poller(lab.url, artifacts, run_id) for _ in range(tabs)]
+            t_ready = time.perf_counter()
+            while sum(p.counts["pollsOk"] > 0 for p in lab.pollers) < tabs and time.perf_counter() - t_ready < 30:
+                lab.pause(0.5)
+            info.update(tabs_ready=sum(p.counts["pollsOk"] > 0 for p in lab.pollers),
+                        tabs_ready_s=time.perf_counter() - t_ready)
+        elif tabs:
             info.update(open_watchers(lab, run_id, tabs))
         else:
             lab.close_tabs()  # nothing polls from here on
@@ -653,6 +712,11 @@ def one_side(browser, args, artifacts: Path, source: str, tabs: int, round_no: i
     row: dict[str, Any] = {"round": round_no, "tabs": tabs}
     t_launch = time.perf_counter()
     lab, run_id, info = launch_job(browser, args, artifacts, source, tabs, label, args.epochs)
+    burner = None
+    if tabs == 0 and args.burn_zero:  # the control: the browser's core as busy, no tab on the server
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        os.sched_setaffinity(burner.pid, {int(c) for c in (args.browser_cpus or "1").split(",")})
+        row["burner"] = True
     try:
         row.update(run_id=run_id, **info)
         row["ready_after_launch_s"] = time.perf_counter() - t_launch
@@ -660,6 +724,10 @@ def one_side(browser, args, artifacts: Path, source: str, tabs: int, round_no: i
         t0, ws0 = time.time(), lab.ws_counts()
         lab.sample_for(args.measure_seconds)
         t1, ws1 = time.time(), lab.ws_counts()
+        if burner is not None:
+            burner.kill()
+            burner.wait()
+            burner = None
         row["status_at_end"] = lab.status(run_id)
         row["errors_shown"] = errors_shown(lab) if tabs else 0
         row.update(ws_rates(ws0, ws1, t1 - t0))
@@ -675,6 +743,8 @@ def one_side(browser, args, artifacts: Path, source: str, tabs: int, round_no: i
         print(f"{label}: failed; server log tail:\n{lab.log_tail()}", flush=True)
         raise
     finally:
+        if burner is not None:
+            burner.kill()
         lab.close()
     return row
 
@@ -817,7 +887,7 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
             view, figs),
         "feed, shared every 1 s: progress file": lambda: live_feed._write(
             folder / "progress.json", json.dumps(live_feed.progress_doc(state.view(), "micro"))),
-        f"feed, shared every {live.PUBLISH_SECONDS:.0f} s: figures file from {len(view.batch_steps)} points": lambda: live_feed._write(
+        f"feed, shared every {live_feed.FIGURES_SECONDS:.0f} s: figures file from {len(view.batch_steps)} points": lambda: live_feed._write(
             folder / "figures.json", live_feed.figures_json(view, charts.DEFAULT_SMOOTHING, "epoch")),
     }
     rows = []
@@ -836,7 +906,8 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
         f"fragments, per tab every {live.PUBLISH_SECONDS:.0f}", live.PUBLISH_SECONDS)
     trainer = per_s("shared every", live.PUBLISH_SECONDS)
     frag_shared = per_s("fragments, shared", live.PUBLISH_SECONDS) + trainer
-    feed = per_s("feed, shared every 1", 1.0) + per_s("feed, shared every 2", live.PUBLISH_SECONDS) + trainer
+    feed = (per_s("feed, shared every 1", 1.0) + per_s(f"feed, shared every {live_feed.FIGURES_SECONDS:.0f}",
+                                                        live_feed.FIGURES_SECONDS) + trainer)
     rows += [{"piece": "before: CPU ms per second, 10 tabs", "cpu_ms": 10 * before},
              {"piece": "fragments: CPU ms per second, 10 tabs (shared part once), + Streamlit's reruns",
               "cpu_ms": 10 * frag_tab + frag_shared},
@@ -949,6 +1020,14 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="seconds for the job's first epoch, trained before the watcher tabs open")
     parser.add_argument("--tabs-timeout", type=float, default=180.0,
                         help="seconds, in all, for the watcher tabs to show the job (late ones stay open, counted)")
+    parser.add_argument("--pollers", action="store_true",
+                        help="the loaded sides' N tabs are HTTP pollers making the live panel's requests at its "
+                             "nominal rate (1 progress poll/s, charts when newer) instead of Chromium tabs: the "
+                             "server's own cost of N watchers, whatever a browser on this machine manages")
+    parser.add_argument("--burn-zero", action="store_true",
+                        help="control: on the 0-tab sides, a busy loop on the browser CPUs (default CPU 1) keeps "
+                             "that core as busy as ten tabs' Chromium does, without a single request to the "
+                             "server; the ratio then leaves out what the browser's load alone costs training")
     parser.add_argument("--no-micro", action="store_true",
                         help="skip timing the live panel's pieces (charts, snapshot, JSON) in this process")
     parser.add_argument("--keep-logs", action="store_true", help="keep each server's log in the artifacts folder")

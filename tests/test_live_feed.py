@@ -154,25 +154,39 @@ def train_page() -> AppTest:
     return at
 
 
-@pytest.mark.parametrize("why", ["static serving off", "the browser could not fetch the feed"])
-def test_the_page_refreshes_itself_where_the_browser_cannot_poll_the_feed(artifacts, monkeypatch, why):
-    if why == "static serving off":  # a server started without the project's .streamlit/config.toml
-        monkeypatch.setattr(config, "get_option", lambda name, _get=config.get_option: (
-            False if name == "server.enableStaticServing" else _get(name)))
+def test_pages_draw_an_active_run_in_the_browser_or_refresh_themselves_where_it_cannot_poll(artifacts, monkeypatch):
+    """One job for the four views (a TensorFlow job takes seconds to start): Home's panel has
+    progress only; Train falls back to its own refresh with static serving off, and after its
+    panel reported the feed unavailable."""
     job = start_long_job(artifacts)
     try:
+        home = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60).run()
+        assert not home.exception
+        panel = live_panel_data(home)
+        assert panel is not None and panel["figures_url"] is None and not panel["report_epochs"]
+        assert "Epoch 1/50" in panel["progress"]["text"] and not home.progress
+        assert live_feed.feed().watching() == [job.run_id]
+
         at = train_page()
-        if why != "static serving off":
-            assert live_panel_data(at) is not None
-            at.session_state["cifar_live_fallback"] = True  # what the panel's "unavailable" report sets
-            at.run()
-        assert live_panel_data(at) is None
-        assert "Epoch 1/50" in at.progress[0].text  # the fragment that refreshes every second
-        titles = {json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")}
-        assert {"Loss over Epochs", "Loss and accuracy per batch"} <= titles
+        assert live_panel_data(at)["figures_url"] is not None
+        at.session_state["cifar_live_fallback"] = True  # what the panel's "unavailable" report sets
+        at.run()
+        assert_refreshes_itself(at)
+
+        # A server started without the project's .streamlit/config.toml serves no static/.
+        monkeypatch.setattr(config, "get_option", lambda name, _get=config.get_option: (
+            False if name == "server.enableStaticServing" else _get(name)))
+        assert_refreshes_itself(train_page())
     finally:
         training.stop_job()
         assert job.join(60)
+
+
+def assert_refreshes_itself(at: AppTest) -> None:
+    assert not at.exception and live_panel_data(at) is None
+    assert "Epoch 1/50" in at.progress[0].text  # the fragment that refreshes every second
+    titles = {json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")}
+    assert {"Loss over Epochs", "Loss and accuracy per batch"} <= titles
 
 
 def test_plotly_js_is_the_plotly_packages_own_copy_and_an_unwritable_folder_means_no_panel(tmp_path, monkeypatch):
@@ -190,17 +204,3 @@ def test_plotly_js_is_the_plotly_packages_own_copy_and_an_unwritable_folder_mean
     blocker.write_text("not a folder")
     monkeypatch.setattr(live_panel, "VENDOR_DIR", blocker / "vendor")
     assert not live_panel.available()  # the Train page then refreshes itself instead
-
-
-def test_home_shows_an_active_runs_progress_in_the_browser_panel_without_charts(artifacts):
-    job = start_long_job(artifacts)
-    try:
-        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60).run()  # Home
-        assert not at.exception
-        panel = live_panel_data(at)
-        assert panel is not None and panel["figures_url"] is None and not panel["report_epochs"]
-        assert "Epoch 1/50" in panel["progress"]["text"] and not at.progress
-        assert live_feed.feed().watching() == [job.run_id]
-    finally:
-        training.stop_job()
-        assert job.join(60)
