@@ -220,6 +220,7 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path, monk
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # two worker processes, ~18 s
 def test_two_workers_train_an_epoch_and_only_the_chief_writes_a_run(tmp_path, monkeypatch):
     artifacts = tmp_path / "artifacts"
     (rc0, out0, err0), (rc1, out1, err1) = finish(start_workers(tmp_path, artifacts, ["train", *cli_args(TINY, 1)]))

@@ -232,6 +232,7 @@ def test_the_final_evaluation_reuses_the_last_epochs_validation_of_the_final_wei
     np.testing.assert_allclose(cached.probabilities, fresh, atol=1e-5)
 
 
+@pytest.mark.heavy  # 13-15 s: a recipe detail of the final evaluation; keeps the default run under 10 min
 def test_our_last_epoch_validation_loss_is_keras_own_with_label_smoothing(artifacts, tiny_data):
     import keras
 
@@ -245,6 +246,7 @@ def test_our_last_epoch_validation_loss_is_keras_own_with_label_smoothing(artifa
     assert run.history["val_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6)
 
 
+@pytest.mark.heavy  # 13-15 s: a recipe detail of the final evaluation; keeps the default run under 10 min
 def test_with_ema_weights_the_final_evaluation_predicts_again(artifacts, tiny_data):
     job = training.start_job(TrainConfig(epochs=2, weight_averaging="ema", **QUICK), dataset=tiny_data)
     assert job.join(120) and job.snapshot().status == "completed"
