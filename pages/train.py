@@ -3,6 +3,8 @@
 The job belongs to the server (`training.current_job()`), not to this tab: every tab and page
 shows the same job. While a run trains, the browser draws its progress and curves from files the
 server keeps fresh (cifar_ui/live_panel.py): watching costs no script run per refresh."""
+from typing import Optional
+
 import streamlit as st
 
 from cifar_core import charts, data, evaluation, live, presets, runs, training
@@ -207,6 +209,19 @@ def curve_controls() -> tuple[float, str]:
     return smoothing, x_axis
 
 
+def look(target: watch.Target, active: bool) -> Optional[training.JobSnapshot]:
+    """The run's snapshot, or None with a warning when it is gone. A run that was active when the
+    page ran and has ended since reruns the page: Start enabled, the result shown, polling over."""
+    snap = target.view()
+    if snap is None:
+        st.warning(f"Run `{target.run_id}` is gone (deleted, or the artifacts folder changed).",
+                   icon=":material/warning:")
+        return None
+    if active and not (snap.is_active or (target.job is not None and target.job.is_alive)):
+        st.rerun(scope="app")
+    return snap
+
+
 def browser_panel(target: watch.Target) -> None:
     """An active run, drawn by the browser from the live feed (cifar_ui/live_panel.py): no script
     run per refresh. This fragment reruns only for its controls and when the browser reports an
@@ -214,13 +229,9 @@ def browser_panel(target: watch.Target) -> None:
 
     @st.fragment
     def panel() -> None:
-        snap = target.view()
+        snap = look(target, active=True)
         if snap is None:
-            st.warning(f"Run `{target.run_id}` is gone (deleted, or the artifacts folder changed).",
-                       icon=":material/warning:")
             return
-        if not (snap.is_active or (target.job is not None and target.job.is_alive)):
-            st.rerun(scope="app")  # ended between two looks: show the result
         stop_controls(target, snap)
         chart_box = st.container()
         smoothing, x_axis = curve_controls()
@@ -252,13 +263,9 @@ def server_panel(target: watch.Target, active: bool) -> None:
 
     @st.fragment(run_every=REFRESH_SECONDS if active else None)
     def progress() -> None:
-        snap = target.view()
+        snap = look(target, active)
         if snap is None:
-            st.warning(f"Run `{target.run_id}` is gone (deleted, or the artifacts folder changed).",
-                       icon=":material/warning:")
             return
-        if active and not (snap.is_active or (target.job is not None and target.job.is_alive)):
-            st.rerun(scope="app")  # ended: enable Start, show results, stop polling
         widgets.job_progress(snap)
         if snap.is_active:
             stop_controls(target, snap)
