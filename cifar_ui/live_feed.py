@@ -30,6 +30,8 @@ from typing import Any, Callable, Optional
 from cifar_core import charts, paths
 from cifar_core.jobstate import JobSnapshot
 
+from .widgets import progress_text  # the same line the page-drawn progress bar shows
+
 FEED_SECONDS = 1.0  # how often the progress files are rewritten while a run is watched
 # The charts are redrawn when the trainer publishes new curves (every 2 s), at most this often:
 # drawing three Plotly figures costs ~50 ms of the server's CPU, once for every tab.
@@ -57,8 +59,6 @@ def variant_key(smoothing: float, x_axis: str) -> str:
 def progress_doc(snap: Optional[JobSnapshot], run_id: str, charts_version: int = -1) -> dict[str, Any]:
     """What the panel shows above the charts, as JSON: a few hundred bytes. `charts_version` is
     the curves' version in the figures files: a tab fetches them only when it is newer than its own."""
-    from .widgets import progress_text  # streamlit-free at call time; kept lazy for import order
-
     if snap is None:
         return {"run_id": run_id, "status": "gone", "active": False, "fed_at": time.time(),
                 "message": "The run is gone (deleted, or the artifacts folder changed).", "version": -1}
