@@ -106,6 +106,7 @@ class _Watched:
     drawn: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)  # variant -> (version, status)
     drawn_at: float = 0.0  # when the charts were last drawn by the thread
     charts_version: int = -1  # the version of the curves in every variant's file
+    charts_epochs: int = 0  # the epochs in those curves: a new one is drawn at once
     ended_at: Optional[float] = None
 
 
@@ -202,8 +203,11 @@ class Feed:
         snap = w.view()
         if snap is None or not snap.is_active:
             w.ended_at = w.ended_at or time.time()
-        # An ended run's final curves are drawn at once; a running one's at most every FIGURES_SECONDS.
-        if snap is not None and (not snap.is_active or time.monotonic() - w.drawn_at >= FIGURES_SECONDS):
+        # An ended run's final curves and a finished epoch are drawn at once (the epoch chart's news,
+        # once per epoch); a running one's batch curves at most every FIGURES_SECONDS.
+        epochs = 0 if snap is None else len(snap.history.get("loss", []))
+        if snap is not None and (not snap.is_active or epochs > w.charts_epochs
+                                 or time.monotonic() - w.drawn_at >= FIGURES_SECONDS):
             with self._lock:
                 todo = [(k, v) for k, v in w.variants.items() if w.drawn.get(k) != (snap.version, snap.status)]
             for key, (smoothing, x_axis) in todo:
@@ -211,7 +215,8 @@ class Feed:
                 w.drawn[key] = (snap.version, snap.status)
             if todo:
                 w.drawn_at = time.monotonic()
-                w.charts_version = snap.version
+            # every variant now holds this version (drawn here, or by a tab's rerun in watch())
+            w.charts_version, w.charts_epochs = snap.version, epochs
         # After the charts: a tab that reads a newer `charts` finds the figures files already there.
         self._put(w.folder / f"{w.run_id}.json", json.dumps(progress_doc(snap, w.run_id, w.charts_version)))
 

@@ -96,6 +96,24 @@ def test_charts_are_redrawn_at_most_every_few_seconds_but_the_last_at_once(feed,
     wait_for(lambda: read(feed, links.figures_url)["version"] == final, 5, "the final curves")
 
 
+def test_a_finished_epoch_is_drawn_at_once_despite_the_throttle(feed, state, monkeypatch):
+    links = feed.watch(RUN, state.view, 0.6, "epoch")
+    first = state.publish().version
+    wait_for(lambda: read(feed, links.figures_url)["version"] == first, 5, "the first redraw")
+    monkeypatch.setattr(live_feed, "FIGURES_SECONDS", 3600.0)
+    state.add_batch(0.1, 1.5, 0.3)
+    state.add_epoch({"loss": 1.5, "accuracy": 0.3, "val_loss": 1.6, "val_accuracy": 0.28})
+    epoch = state.publish().version
+    wait_for(lambda: read(feed, links.figures_url)["version"] == epoch, 5, "the epoch's curves")
+    assert read(feed, links.progress_url)["charts"] == epoch
+    assert len(read(feed, links.figures_url)["loss"]["data"][0]["x"]) == 1
+    state.add_batch(0.2, 1.4, 0.35)  # a batch after it waits for the throttle again
+    batch = state.publish().version
+    wait_for(lambda: read(feed, links.progress_url)["version"] == batch, 5, "the progress to name it")
+    time.sleep(0.3)
+    assert read(feed, links.figures_url)["version"] == epoch, "a batch redrawn sooner than FIGURES_SECONDS"
+
+
 def test_a_run_that_disappears_says_so(feed):
     links = feed.watch(RUN, lambda: None, 0.6, "epoch")
     assert links.progress["status"] == "gone" and not links.progress["active"]

@@ -208,9 +208,11 @@ def test_train_shows_live_progress_and_final_accuracy(page, server, made_runs):
     assert any(re.search(r"Epoch 1/3 · batch [1-8]/8", t) for t in texts), texts
     assert any(re.search(r"Epoch 3/3 · batch [1-8]/8", t) for t in texts), texts
     assert feed.count(200) >= 3 and set(feed) == {200}, f"the panel's polls of the live feed: {feed}"
-    points_while_running = {t["points"] for t in running}
-    assert {1, 2} <= points_while_running, (
-        f"the epoch chart should gain points while the job runs; saw {sorted(points_while_running)}")
+    points = [t["points"] for t in running]
+    # each epoch is drawn as it ends, but the tab polls once a second: a tiny run's epochs can end
+    # closer together than that, so one count in between may be skipped, never all of them
+    assert set(points) & {1, 2}, f"the epoch chart should gain points while the job runs; saw {points}"
+    assert points == sorted(points), f"the epoch chart lost points while the job ran: {points}"
     made_runs["completed"] = run_id
 
 
