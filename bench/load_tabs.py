@@ -422,6 +422,8 @@ class Lab:
         self.contexts: list = []
         self.pages: list = []
         self.pollers: list[Poller] = []
+        self.trainer: Optional[subprocess.Popen] = None  # a CLI job's process (--soak-trainer cli)
+        self.trainer_log = None
         wait_health(self.port, self.proc, args.timeout)
         self.cpu = CpuMeter(self.proc.pid, self.names_file, args.browser_nice)
 
@@ -503,6 +505,11 @@ class Lab:
             poller.stop()
         self.pollers = []
         self.close_tabs()
+        if self.trainer is not None:
+            if self.trainer.poll() is None:  # Stop did not reach it: no orphan job left training
+                self.trainer.terminate()
+            self.trainer.wait(timeout=60)
+            self.trainer_log.close()
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)
@@ -651,14 +658,41 @@ def errors_shown(lab: Lab) -> int:
     return sum(p.locator('[data-testid="stException"]').count() for p in lab.pages)
 
 
+def start_cli_job(lab: Lab, source: str, epochs: int) -> str:
+    """The job trained by `python -m cifar_core train` in a process of its own (--soak-trainer cli),
+    on the server's CPUs; the server only serves the tabs (its Train page reads the job's live.json)."""
+    args = lab.args
+    cmd = [sys.executable, "-m", "cifar_core", "train", "--data", source, "--epochs", str(epochs),
+           "--batch-size", str(args.batch_size), "--train-subset", str(args.train_images),
+           "--test-subset", str(args.test_images), "--name", f"bench-{lab.label}"]
+    if args.server_cpus:
+        cmd = ["taskset", "-c", args.server_cpus, *cmd]
+    env = {**os.environ, C.ARTIFACTS_ENV: str(lab.artifacts), "PYTHONUNBUFFERED": "1"}
+    lab.trainer_log = open(lab.artifacts / f"trainer-{lab.label}.log", "w")
+    lab.trainer = subprocess.Popen(cmd, cwd=C.REPO_ROOT, env=env, stdout=lab.trainer_log, stderr=subprocess.STDOUT)
+    t = time.perf_counter()
+    while time.perf_counter() - t < args.timeout:
+        found = [d.name for d in (lab.artifacts / "runs").iterdir() if re.fullmatch(RUN_ID, d.name)]
+        if found:
+            return found[0]
+        if lab.trainer.poll() is not None:
+            break
+        lab.pause(0.5)
+    raise RuntimeError(f"the CLI job made no run folder (exit {lab.trainer.poll()})")
+
+
 def launch_job(browser, args, artifacts: Path, source: str, tabs: int, label: str, epochs: int):
-    """A fresh server with a job started from a tab and `tabs` tabs watching it (0: none left open)."""
+    """A fresh server with a job started from a tab (or, for the soak with --soak-trainer cli, by
+    the CLI in a process of its own) and `tabs` tabs watching it (0: none left open)."""
     lab = Lab(browser, args, artifacts, source, label)
     info: dict[str, Any] = {"tabs_ready": 0}
     try:
         lab.cpu.sample()
-        starter = lab.open_tab("/train")
-        run_id = start_job(lab, starter, source, epochs)
+        if label == "soak" and args.soak_trainer == "cli":
+            run_id = start_cli_job(lab, source, epochs)
+        else:
+            starter = lab.open_tab("/train")
+            run_id = start_job(lab, starter, source, epochs)
         # Training under way first (TensorFlow imported, data loaded, the model traced, one epoch
         # trained with the starting tab watching), so the tabs below meet a running job.
         t = time.perf_counter()
@@ -773,12 +807,15 @@ def soak(browser, args, artifacts: Path, source: str) -> dict[str, Any]:
                 "server_cores": cores("server"), "fit_cores": cores("server_fit") if lab.cpu.by_kind else None,
                 "script_cores": cores("server_script") if lab.cpu.by_kind else None,
                 "browser_rss_mb": s["browser_rss_mb"], "epochs_done": len(history.get("train_seconds", [])),
+                "trainer_rss_mb": C.rss_mb(lab.trainer.pid) if lab.trainer is not None else None,
                 "status": status, **({"tab_refresh_per_s": ws_rates(prev_ws, ws, dt).get("tab_refresh_per_s")} if k else {}),
             })
             r = samples[-1]
             print(f"  soak {r['minute']:5.1f} min: server RSS {r['server_rss_mb']:.0f} MB "
                   f"({r['server_rss_mb'] - samples[0]['server_rss_mb']:+.0f}), server {C.fmt(r['server_cores'])} cores, "
-                  f"epochs {r['epochs_done']}, tab refreshes/s {C.fmt(r.get('tab_refresh_per_s'))}", flush=True)
+                  f"epochs {r['epochs_done']}, tab refreshes/s {C.fmt(r.get('tab_refresh_per_s'))}"
+                  f"{'' if r['trainer_rss_mb'] is None else ', CLI trainer RSS ' + format(r['trainer_rss_mb'], '.0f') + ' MB'}",
+                  flush=True)
             prev, prev_ws = s, ws
             if status in FINAL:
                 out["ended_early"] = status
@@ -1003,6 +1040,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--train-images", type=int, default=5000)
     parser.add_argument("--test-images", type=int, default=1000)
     parser.add_argument("--soak-minutes", type=float, default=30.0, help="0 skips the soak")
+    parser.add_argument("--soak-trainer", choices=("server", "cli"), default="server",
+                        help="who trains in the soak: the server (started from a tab, as a person would) or "
+                             "`python -m cifar_core train` in a process of its own, so the server's RSS is the "
+                             "serving's alone (its Train page follows the job through live.json)")
     parser.add_argument("--soak-epochs", type=int, default=1000, help="the soak job's epochs (it is stopped at the end)")
     parser.add_argument("--sample-seconds", type=float, default=60.0, help="RSS sample interval in the soak")
     parser.add_argument("--after-close-seconds", type=float, default=10.0,
@@ -1134,7 +1175,9 @@ def main(argv: Optional[list[str]] = None) -> None:
             ("fit_cores", "training thread"), ("script_cores", "page scripts"), ("train_img_s", "train img/s", 1),
             ("epochs_done", "epochs done"),
             ("tab_refresh_per_s", "refreshes/s per tab"), ("browser_rss_mb", "browser RSS MB", 0),
-        ], title=f"Soak: {args.tabs} tabs on /train, server RSS every {args.sample_seconds:g} s")
+            *([("trainer_rss_mb", "CLI trainer RSS MB", 0)] if args.soak_trainer == "cli" else []),
+        ], title=f"Soak: {args.tabs} tabs on /train, server RSS every {args.sample_seconds:g} s"
+                 f"{' (training in a CLI process)' if args.soak_trainer == 'cli' else ''}")
         ss = summarize_soak(soak_out, args.rss_bound_mb)
         payload["soak_summary"] = ss
         C.print_table([{"what": k, "value": v} for k, v in ss.items()], [("what", "soak"), ("value", "value", 1)],
