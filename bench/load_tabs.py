@@ -7,7 +7,9 @@ and starts a long training job from one headless-Chromium tab through the Train 
 job's first epoch has ended (TensorFlow loaded, the model traced), it opens more tabs on
 /train, all at once, until N tabs watch the job (every open Train tab's live panel fetches the
 run's progress file from the server once a second, and its charts when they change: see
-cifar_ui/live_feed.py), or for N = 0 closes the starting tab so nothing polls. After
+cifar_ui/live_feed.py), or for N = 0 closes the starting tab so nothing polls (and the feed,
+which runs only while a browser session shows the run, stops within seconds: the ratio is the
+whole cost of watching, feed included). After
 --warmup-seconds it measures for --measure-seconds, then closes the tabs, stops the job from a
 fresh tab and stops the server. Sides alternate (0, 1, 10, 0, 1, 10, ...) for --rounds rounds.
 
@@ -704,8 +706,10 @@ def launch_job(browser, args, artifacts: Path, source: str, tabs: int, label: st
             lab.cpu.sample()
             lab.pause(1.0)
         info["first_epoch_s"] = time.perf_counter() - t
-        if tabs and args.pollers:
-            lab.close_tabs()
+        if args.pollers:
+            # The starting tab stays open on both sides: the feed runs only while a browser session
+            # shows the run, so pollers alone would read files nobody keeps fresh. The ratio is then
+            # the requests' cost, the feed's own paid on both sides.
             lab.pollers = [Poller(lab.url, artifacts, run_id) for _ in range(tabs)]
             t_ready = time.perf_counter()
             while sum(p.counts["pollsOk"] > 0 for p in lab.pollers) < tabs and time.perf_counter() - t_ready < 30:

@@ -9,7 +9,6 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from .data import CLASS_NAMES
 
@@ -154,28 +153,29 @@ def batch_curves(steps: Sequence[float], loss: Sequence[float], accuracy: Sequen
     """Each batch's loss (left axis) and accuracy (right axis), one continuous series across
     epochs: the raw values faint, their TensorBoard-style smoothing (`smooth`) on top.
 
-    `steps` are fractional epochs (1.5 = half-way through the second epoch)."""
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    `steps` are fractional epochs (1.5 = half-way through the second epoch). The series go to
+    Plotly as float arrays (NaN: a gap) and the right axis is declared directly rather than through
+    `make_subplots`: Plotly validates a list point by point, which made this chart, redrawn for a
+    live run every few seconds, cost ~40 ms instead of ~20."""
+    fig = go.Figure()
     if len(steps):
-        x = [float(s) for s in steps]
-        for name, values, colour, right in (("loss", loss, TRAIN_COLOR, False), ("accuracy", accuracy, VAL_COLOR, True)):
-            raw = _clean(values)
+        x = np.asarray(steps, dtype=float)
+        for name, values, colour, axis in (("loss", loss, TRAIN_COLOR, "y"), ("accuracy", accuracy, VAL_COLOR, "y2")):
             if smoothing > 0:
-                fig.add_trace(go.Scatter(x=x, y=raw, name=f"{name} (raw)", mode="lines", showlegend=False,
-                                         line=dict(color=colour, width=1), opacity=0.25, hoverinfo="skip"),
-                              secondary_y=right)
-            fig.add_trace(go.Scatter(x=x, y=smooth(values, smoothing), name=name, mode="lines",
-                                     line=dict(color=colour, width=2)), secondary_y=right)
+                fig.add_trace(go.Scatter(x=x, y=np.asarray(_clean(values), dtype=float), name=f"{name} (raw)",
+                                         mode="lines", showlegend=False, line=dict(color=colour, width=1),
+                                         opacity=0.25, hoverinfo="skip", yaxis=axis))
+            fig.add_trace(go.Scatter(x=x, y=np.asarray(smooth(values, smoothing), dtype=float), name=name,
+                                     mode="lines", line=dict(color=colour, width=2), yaxis=axis))
     fig.update_layout(
         title=title, height=CHART_HEIGHT, margin=dict(l=10, r=10, t=60, b=10), hovermode="x unified",
         legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1.0), uirevision="batch",
+        xaxis=dict(title_text="Epoch", rangemode="tozero"), yaxis=dict(title_text="loss"),
+        yaxis2=dict(title_text="accuracy", tickformat=".0%", range=[0, 1], tickmode="linear", tick0=0, dtick=0.2,
+                    showgrid=False, overlaying="y", side="right", automargin=True),
     )
     if not fig.data:
         return _no_data(fig, "Waiting for the first batch")
-    fig.update_xaxes(title_text="Epoch", rangemode="tozero")
-    fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1], tickmode="linear", tick0=0, dtick=0.2,
-                     secondary_y=True, showgrid=False)
     return fig
 
 

@@ -32,11 +32,32 @@ from cifar_core.jobstate import JobSnapshot
 
 from .widgets import progress_text  # the same line the page-drawn progress bar shows
 
+
+def current_session() -> Optional[str]:
+    """The browser session whose script run this is; None outside a served page (AppTest, a
+    script, a test calling the feed directly)."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return ctx.session_id if ctx is not None and Runtime.exists() else None
+
+
+def session_alive(session_id: str) -> bool:
+    """Whether a browser session is still connected (Runtime.is_active_session is thread-safe)."""
+    from streamlit.runtime import Runtime
+
+    return Runtime.exists() and Runtime.instance().is_active_session(session_id)
+
 FEED_SECONDS = 1.0  # how often the progress files are rewritten while a run is watched
 # The charts are redrawn when the trainer publishes new curves (every 2 s), at most this often:
 # drawing three Plotly figures costs ~50 ms of the server's CPU, once for every tab.
 FIGURES_SECONDS = 4.0
 GRACE_SECONDS = 30.0  # an ended run's final files are kept fresh this long, then left as they are
+# A run whose every watching browser session has closed stops being fed after this long (a tab
+# that reconnects within it, or any later page that shows the run, carries on or starts it again):
+# an unwatched run then trains without the feed's cost.
+UNWATCHED_SECONDS = 5.0
 KEEP_SECONDS = 3600.0  # files nobody has written for this long are removed when a feed starts
 MAX_VARIANTS = 6  # chart settings (smoothing, x axis) drawn per run; the oldest is dropped
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # Streamlit serves it at app/static/
@@ -89,12 +110,12 @@ def _write(path: Path, text: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Links:
-    """Where a tab polls a run, and what it draws before its first poll."""
+    """Where a tab polls a run, and the progress it shows before its first poll (the charts it
+    fetches at once: 67 KB that every rerun of every tab would otherwise carry)."""
 
     progress_url: str
     figures_url: Optional[str]  # None: progress only (the Home page)
     progress: dict[str, Any]
-    figures: dict[str, Any]
 
 
 @dataclasses.dataclass
@@ -108,15 +129,20 @@ class _Watched:
     charts_version: int = -1  # the version of the curves in every variant's file
     charts_epochs: int = 0  # the epochs in those curves: a new one is drawn at once
     ended_at: Optional[float] = None
+    sessions: set = dataclasses.field(default_factory=set)  # the browser sessions that showed it
+    anonymous: bool = False  # watched from outside a served page: fed until it ends
+    unwatched_at: Optional[float] = None  # when its last session was found closed
 
 
 class Feed:
     """The one thread per server that keeps the watched runs' files fresh. It runs while some run
     is watched and stops on its own when none is."""
 
-    def __init__(self, root: Path = FEED_DIR, period: float = FEED_SECONDS):
+    def __init__(self, root: Path = FEED_DIR, period: float = FEED_SECONDS,
+                 alive: Callable[[str], bool] = session_alive):
         self.root = root
         self.period = period
+        self._alive = alive
         self._lock = threading.Lock()
         self._watched: dict[tuple[str, str], _Watched] = {}
         self._thread: Optional[threading.Thread] = None
@@ -126,7 +152,7 @@ class Feed:
               x_axis: str = "epoch") -> Links:
         """Keep `run_id`'s files fresh from `view` until it has ended, with its charts drawn for
         this smoothing and x axis too (progress only when `smoothing` is None); returns the URLs
-        (relative to the app) and the first frame."""
+        (relative to the app) and the progress to show first. The charts file is there on return."""
         if not _SAFE_ID.fullmatch(run_id):
             raise ValueError(f"not a run id: {run_id!r}")
         key = None if smoothing is None else variant_key(smoothing, x_axis)
@@ -136,32 +162,35 @@ class Feed:
         except OSError:  # the panel's fetches then fail and the page falls back to refreshing itself
             self.failures += 1
         snap = view()
+        session = current_session()
         with self._lock:
             w = self._watched.get((folder.name, run_id))
             if w is None or w.ended_at is not None:
                 w = self._watched[(folder.name, run_id)] = _Watched(run_id, view, folder)
+            if session is None:
+                w.anonymous = True
+            else:
+                w.sessions.add(session)
+            w.unwatched_at = None
             if key is not None:
                 w.variants[key] = (smoothing, x_axis)
                 w.variants.move_to_end(key)
                 while len(w.variants) > MAX_VARIANTS:
                     w.drawn.pop(w.variants.popitem(last=False)[0], None)
-            current = snap is None or key is None or w.drawn.get(key) == (snap.version, snap.status)
+            # drawn here once per setting; after that the thread keeps the file fresh (ten tabs
+            # rerunning at an epoch's end do not each redraw it)
+            draw = key is not None and snap is not None and key not in w.drawn
+            if draw:  # claimed before the thread starts, so it does not draw the same version too
+                w.drawn[key] = (snap.version, snap.status)
             progress = progress_doc(snap, run_id, w.charts_version)
             self._start_locked()
-        figures = "{}"
-        if current and key is not None and snap is not None:  # ten tabs rerunning at an epoch's end read the file
-            try:
-                figures = (folder / f"{run_id}.{key}.json").read_text(encoding="utf-8")
-            except OSError:
-                current = False
-        if not current:
-            figures = figures_json(snap, smoothing, x_axis)
-            self._put(folder / f"{run_id}.{key}.json", figures)
+        if draw or (key is not None and snap is not None and not (folder / f"{run_id}.{key}.json").is_file()):
+            self._put(folder / f"{run_id}.{key}.json", figures_json(snap, smoothing, x_axis))
             with self._lock:
                 w.drawn[key] = (snap.version, snap.status)
         self._put(folder / f"{run_id}.json", json.dumps(progress))
         base = f"{URL_PREFIX}/{folder.name}/{run_id}"
-        return Links(f"{base}.json", None if key is None else f"{base}.{key}.json", progress, json.loads(figures))
+        return Links(f"{base}.json", None if key is None else f"{base}.{key}.json", progress)
 
     def watching(self) -> list[str]:
         with self._lock:
@@ -184,6 +213,11 @@ class Feed:
             with self._lock:
                 watched = list(self._watched.items())
             for key, w in watched:
+                if self._unwatched(w):
+                    with self._lock:
+                        if self._watched.get(key) is w:
+                            del self._watched[key]
+                    continue
                 try:
                     self._refresh(w)
                 except Exception:  # noqa: BLE001 - one broken run must not stop the others' feed
@@ -198,6 +232,18 @@ class Feed:
                     self._thread = None
                     return
             time.sleep(self.period)
+
+    def _unwatched(self, w: _Watched) -> bool:
+        """True once every session that showed the run has been closed for UNWATCHED_SECONDS."""
+        with self._lock:
+            if w.anonymous:
+                return False
+            w.sessions = {s for s in w.sessions if self._alive(s)}
+            if w.sessions:
+                w.unwatched_at = None
+                return False
+            w.unwatched_at = w.unwatched_at or time.monotonic()
+            return time.monotonic() - w.unwatched_at >= UNWATCHED_SECONDS
 
     def _refresh(self, w: _Watched) -> None:
         snap = w.view()

@@ -97,7 +97,7 @@ class Panel {
     this.root.classList.toggle("cl-compact", !data.figures_url);  // progress only (Home)
     this.plotly = data.figures_url ? (this.plotly || loadPlotly(data.plotly_url)) : null;
     this.showProgress(data.progress);
-    this.drawFigures(data.figures);
+    if (this.drawnVersion === null && this.figuresUrl) this.refreshCharts();  // mounted, or a new setting
     if (this.epochs === null) this.epochs = data.progress.epochs_done;
     // (Re)start polling: after the page reran for an ending, a job may still say "completed"
     // while its thread finishes; the next look asks again.
@@ -123,7 +123,8 @@ class Panel {
   }
 
   async drawFigures(figures) {
-    if (!this.plotly || !figures || figures.version === undefined || figures.version === this.drawnVersion) return;
+    if (!this.plotly || !figures || figures.version === undefined) return;
+    if (this.drawnVersion !== null && figures.version <= this.drawnVersion) return;  // never an older one over a newer
     const Plotly = await this.plotly;
     for (const name of ["batch", "loss", "accuracy"]) {
       const fig = figures[name];
@@ -146,6 +147,18 @@ class Panel {
     return response.json();
   }
 
+  async refreshCharts() {
+    if (this.drawing) return;
+    this.drawing = true;
+    try {
+      await this.drawFigures(await this.fetchJson(this.figuresUrl));
+    } catch (err) {
+      this.el("note").textContent = "Charts not updated (" + err.message + ")";
+    } finally {
+      this.drawing = false;
+    }
+  }
+
   async tick() {
     if (document.hidden || this.busy) return;  // a background tab costs the server nothing
     this.busy = true;
@@ -154,7 +167,7 @@ class Panel {
       this.misses = 0;
       this.showProgress(doc);
       if (this.figuresUrl && doc.charts > (this.drawnVersion === null ? -1 : this.drawnVersion)) {  // newer curves
-        await this.drawFigures(await this.fetchJson(this.figuresUrl));
+        this.refreshCharts();  // not awaited: a slow redraw must not hold up the next progress poll
       }
       const stale = (Date.now() - this.freshSince) / 1000;
       this.el("note").textContent = stale > this.data.stale_seconds
@@ -235,7 +248,7 @@ def render(run_id: str, view, key: str, smoothing: Optional[float] = None, x_axi
         "progress_url": _url(links.progress_url),
         "figures_url": None if links.figures_url is None else _url(links.figures_url),
         "plotly_url": _url(f"app/static/vendor/{vendor.name}"), "poll_ms": POLL_MS,
-        "stale_seconds": STALE_SECONDS, "progress": links.progress, "figures": links.figures,
+        "stale_seconds": STALE_SECONDS, "progress": links.progress,
         "report_epochs": links.figures_url is not None}
     result = _component(key=key, data=data, on_epoch_change=lambda: None, on_ended_change=lambda: None,
                         on_unavailable_change=lambda: None)

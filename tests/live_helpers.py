@@ -2,9 +2,12 @@
 runs no JavaScript: what the page handed the panel, and the feed files the browser would fetch."""
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Optional
+
+import numpy as np
 
 from cifar_ui import live_feed
 
@@ -24,3 +27,11 @@ def feed_file(url: str) -> Path:
 
 def read_feed(url: str) -> dict:
     return json.loads(feed_file(url).read_text())
+
+
+def plotted(values) -> list:
+    """A trace's x or y as Plotly.js reads it: a list, or a typed array (`{"dtype", "bdata"}`,
+    how plotly writes numpy arrays)."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)

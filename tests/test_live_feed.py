@@ -16,7 +16,7 @@ from cifar_core import training
 from cifar_core.config import TrainConfig
 from cifar_core.jobstate import JobState
 from cifar_ui import live_feed
-from live_helpers import live_panel_data
+from live_helpers import live_panel_data, plotted
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = "20260101-000000-abcdef"
@@ -52,7 +52,8 @@ def test_progress_is_rewritten_every_period_and_charts_only_for_a_new_version(fe
     assert links.progress_url == f"{live_feed.URL_PREFIX}/{live_feed.scope()}/{RUN}.json"
     assert links.figures_url.endswith(f"{RUN}.s60-epoch.json")
     assert links.progress["text"] == "Epoch 1/3 · batch 0/10" and links.progress["active"]
-    assert links.figures["batch"]["layout"]["title"]["text"] == "Loss and accuracy per batch"
+    assert not hasattr(links, "figures"), "the charts are fetched by the tab, not carried by every rerun"
+    assert read(feed, links.figures_url)["batch"]["layout"]["title"]["text"] == "Loss and accuracy per batch"
 
     figures = feed.root / links.figures_url.split(f"{live_feed.URL_PREFIX}/", 1)[1]
     drawn = figures.stat().st_mtime_ns
@@ -68,7 +69,7 @@ def test_progress_is_rewritten_every_period_and_charts_only_for_a_new_version(fe
     version = state.publish().version
     wait_for(lambda: read(feed, links.figures_url)["version"] == version, 5, "the published curves")
     batch = read(feed, links.figures_url)["batch"]
-    assert len(batch["data"][0]["x"]) == 5
+    assert plotted(batch["data"][0]["x"]) == [0.0, 0.1, 0.2, 0.3, 0.4]
     wait_for(lambda: read(feed, links.progress_url)["charts"] == version, 5, "the progress to name them")
 
 
@@ -112,6 +113,31 @@ def test_a_finished_epoch_is_drawn_at_once_despite_the_throttle(feed, state, mon
     wait_for(lambda: read(feed, links.progress_url)["version"] == batch, 5, "the progress to name it")
     time.sleep(0.3)
     assert read(feed, links.figures_url)["version"] == epoch, "a batch redrawn sooner than FIGURES_SECONDS"
+
+
+def test_a_run_nobody_watches_any_more_stops_being_fed(tmp_path, state, monkeypatch):
+    """Every browser session that showed the run has closed: the feed stops drawing for it (the
+    run trains without that cost); a page that shows it again starts it again."""
+    open_sessions = {"tab-1", "tab-2"}
+    monkeypatch.setattr(live_feed, "UNWATCHED_SECONDS", 0.2)
+    feed = live_feed.Feed(root=tmp_path / "feed", period=0.05, alive=open_sessions.__contains__)
+    for tab in ("tab-1", "tab-2"):
+        monkeypatch.setattr(live_feed, "current_session", lambda tab=tab: tab)
+        links = feed.watch(RUN, state.view, 0.6, "epoch")
+    open_sessions.discard("tab-1")
+    time.sleep(0.5)
+    assert feed.watching() == [RUN], "one tab is still open"
+    open_sessions.clear()
+    wait_for(lambda: feed.watching() == [] and feed._thread is None, 5, "the feed to stop")
+    state.update(batch=7)
+    time.sleep(0.2)
+    assert "batch 7/10" not in read(feed, links.progress_url)["text"], "fed with nobody watching"
+    open_sessions.add("tab-3")
+    monkeypatch.setattr(live_feed, "current_session", lambda: "tab-3")
+    feed.watch(RUN, state.view, 0.6, "epoch")
+    assert feed.watching() == [RUN]
+    state.update(batch=8)
+    wait_for(lambda: "batch 8/10" in read(feed, links.progress_url)["text"], 5, "the feed to start again")
 
 
 def test_a_run_that_disappears_says_so(feed):

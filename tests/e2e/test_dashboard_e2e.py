@@ -5,7 +5,10 @@ One server and its one training job serve every test; tests wait on what a perso
 (Playwright's retrying `expect`, or a condition evaluated in the page), never on sleeps."""
 from __future__ import annotations
 
+import json
 import re
+import time
+import urllib.request
 
 import pytest
 from PIL import Image
@@ -242,6 +245,48 @@ def test_second_tab_sees_the_job_and_stops_it(tabs, server):
     picker = second.get_by_role("combobox", name="Run", exact=True)
     expect(picker).to_have_value(re.compile(rf"^{run_id} · stopped"), timeout=PAGE_MS)
     no_traceback(second)
+
+
+def feed_doc(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:  # the panel's own request, from here
+        return json.loads(response.read())
+
+
+def feed_moves(url: str, seconds: float = 3.0) -> bool:
+    """Whether the server rewrites the progress file within `seconds` (it does every second while
+    the run is watched)."""
+    before = feed_doc(url)["fed_at"]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if feed_doc(url)["fed_at"] != before:
+            return True
+        time.sleep(0.2)  # polling the server's file, not waiting on a page
+    return False
+
+
+def test_a_run_nobody_watches_stops_being_fed_until_a_tab_shows_it_again(tabs, server):
+    first = tabs.open()
+    polled = []
+    first.on("request", lambda r: polled.append(r.url) if re.search(rf"/app/static/live/\w+/{RUN_ID}\.json$", r.url) else None)
+    open_page(first, server.url, "/train", "Train")
+    run_id = start_training(first, **{**QUICK, "epochs": LONG_EPOCHS})
+    expect(status_line(first, run_id, "running")).to_be_visible(timeout=TRAIN_MS)
+    expect(progress_bar(first)).to_contain_text(re.compile(r"Epoch \d+/200 · batch \d+/8"), timeout=TRAIN_MS)
+    url = next(u for u in polled if u.endswith(f"/{run_id}.json"))
+    assert feed_moves(url), "the watched run's progress file is not rewritten every second"
+
+    first.context.close()  # the only tab showing the run: its session ends
+    deadline = time.monotonic() + 30
+    while feed_moves(url):
+        assert time.monotonic() < deadline, "the feed kept writing 30 s after its last tab closed"
+    assert feed_doc(url)["active"], "the run must still be training, only unwatched"
+
+    second = tabs.open()
+    open_page(second, server.url, "/train", "Train")
+    expect(status_line(second, run_id, "running")).to_be_visible()
+    assert feed_moves(url, seconds=10), "a tab showing the run again did not restart its feed"
+    stop_button(second).click()
+    expect(status_line(second, run_id, "stopped")).to_be_visible(timeout=STOP_MS)
 
 
 def test_evaluate_shows_first_four_test_images(page, server, finished_run):
