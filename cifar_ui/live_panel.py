@@ -133,6 +133,9 @@ class Panel {
       // What Streamlit's own chart element adds: the page's font, room for tick labels.
       const layout = Object.assign({}, fig.layout, {paper_bgcolor: "rgba(0,0,0,0)", autosize: true});
       layout.font = Object.assign({family: getComputedStyle(this.root).fontFamily}, fig.layout.font || {});
+      // Titles on the left, as Streamlit's theme draws the page's other charts (and clear of the legend).
+      const title = typeof fig.layout.title === "string" ? {text: fig.layout.title} : (fig.layout.title || {});
+      layout.title = Object.assign({x: 0, xanchor: "left", xref: "paper"}, title);
       for (const key of Object.keys(layout)) {
         if (/^[xy]axis\d*$/.test(key)) layout[key] = Object.assign({automargin: true}, layout[key]);
       }
