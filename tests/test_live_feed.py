@@ -81,11 +81,18 @@ def test_an_ended_run_gets_its_final_state_then_the_thread_stops(feed, state):
     wait_for(lambda: feed.watching() == [] and feed._thread is None, 5, "the feed to stop")
 
 
-def test_charts_are_redrawn_at_most_every_few_seconds_but_the_last_at_once(feed, state, monkeypatch):
+def drawn_then_throttled(feed, state, monkeypatch) -> tuple[live_feed.Links, int]:
+    """A watched run whose published curves are drawn; from then on the batch-curve throttle
+    is an hour. Returns its links and the drawn version."""
     links = feed.watch(RUN, state.view, 0.6, "epoch")
     first = state.publish().version
     wait_for(lambda: read(feed, links.figures_url)["version"] == first, 5, "the first redraw")
     monkeypatch.setattr(live_feed, "FIGURES_SECONDS", 3600.0)
+    return links, first
+
+
+def test_charts_are_redrawn_at_most_every_few_seconds_but_the_last_at_once(feed, state, monkeypatch):
+    links, first = drawn_then_throttled(feed, state, monkeypatch)
     state.add_batch(0.1, 1.5, 0.3)
     newer = state.publish().version
     wait_for(lambda: read(feed, links.progress_url)["version"] == newer, 5, "the progress to name it")
@@ -98,10 +105,7 @@ def test_charts_are_redrawn_at_most_every_few_seconds_but_the_last_at_once(feed,
 
 
 def test_a_finished_epoch_is_drawn_at_once_despite_the_throttle(feed, state, monkeypatch):
-    links = feed.watch(RUN, state.view, 0.6, "epoch")
-    first = state.publish().version
-    wait_for(lambda: read(feed, links.figures_url)["version"] == first, 5, "the first redraw")
-    monkeypatch.setattr(live_feed, "FIGURES_SECONDS", 3600.0)
+    links, _ = drawn_then_throttled(feed, state, monkeypatch)
     state.add_batch(0.1, 1.5, 0.3)
     state.add_epoch({"loss": 1.5, "accuracy": 0.3, "val_loss": 1.6, "val_accuracy": 0.28})
     epoch = state.publish().version
