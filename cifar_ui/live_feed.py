@@ -8,7 +8,8 @@ the server writes each watched run's progress every second, and its charts once 
 version of the curves (one file per chart setting in use), under `static/live/`, which Streamlit
 serves as plain files (`server.enableStaticServing`). The Train page's panel
 (`cifar_ui/live_panel.py`) fetches them from the browser; the page itself reruns only when an
-epoch ends or the run does.
+epoch ends or the run does. A run is fed while some open browser session has shown it: once every
+such tab has closed, the thread stops drawing for it, so an unwatched run trains at full speed.
 
 The files hold what any viewer of the page may see (progress and curves, never a model or a
 path), under a folder named by a hash of the artifacts folder, so two servers on one checkout
