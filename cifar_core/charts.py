@@ -156,7 +156,7 @@ def batch_curves(steps: Sequence[float], loss: Sequence[float], accuracy: Sequen
     `steps` are fractional epochs (1.5 = half-way through the second epoch). The series go to
     Plotly as float arrays (NaN: a gap) and the right axis is declared directly rather than through
     `make_subplots`: Plotly validates a list point by point, which made this chart, redrawn for a
-    live run every few seconds, cost ~40 ms instead of ~20."""
+    live run every few seconds, cost ~51 ms of CPU instead of ~24 (500 points)."""
     fig = go.Figure()
     if len(steps):
         x = np.asarray(steps, dtype=float)

@@ -34,22 +34,6 @@ from cifar_core.jobstate import JobSnapshot
 from .widgets import progress_text  # the same line the page-drawn progress bar shows
 
 
-def current_session() -> Optional[str]:
-    """The browser session whose script run this is; None outside a served page (AppTest, a
-    script, a test calling the feed directly)."""
-    from streamlit.runtime import Runtime
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx(suppress_warning=True)
-    return ctx.session_id if ctx is not None and Runtime.exists() else None
-
-
-def session_alive(session_id: str) -> bool:
-    """Whether a browser session is still connected (Runtime.is_active_session is thread-safe)."""
-    from streamlit.runtime import Runtime
-
-    return Runtime.exists() and Runtime.instance().is_active_session(session_id)
-
 FEED_SECONDS = 1.0  # how often the progress files are rewritten while a run is watched
 # The charts are redrawn when the trainer publishes new curves (every 2 s), at most this often:
 # drawing three Plotly figures costs ~50 ms of the server's CPU, once for every tab.
@@ -65,6 +49,23 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # Streamlit serv
 FEED_DIR = STATIC_DIR / "live"
 URL_PREFIX = "app/static/live"
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run folder's name: a file name, never a path
+
+
+def current_session() -> Optional[str]:
+    """The browser session whose script run this is; None outside a served page (AppTest, a
+    script, a test calling the feed directly)."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return ctx.session_id if ctx is not None and Runtime.exists() else None
+
+
+def session_alive(session_id: str) -> bool:
+    """Whether a browser session is still connected (Runtime.is_active_session is thread-safe)."""
+    from streamlit.runtime import Runtime
+
+    return Runtime.exists() and Runtime.instance().is_active_session(session_id)
 
 
 def scope() -> str:
@@ -178,17 +179,17 @@ class Feed:
                 w.variants.move_to_end(key)
                 while len(w.variants) > MAX_VARIANTS:
                     w.drawn.pop(w.variants.popitem(last=False)[0], None)
-            # drawn here once per setting; after that the thread keeps the file fresh (ten tabs
-            # rerunning at an epoch's end do not each redraw it)
-            draw = key is not None and snap is not None and key not in w.drawn
-            if draw:  # claimed before the thread starts, so it does not draw the same version too
+            # Drawn here the first time a setting is asked for (or when its file was swept); after
+            # that the thread keeps it fresh, so ten tabs rerunning at an epoch's end do not each
+            # redraw it. Claimed before the thread starts, so it does not draw the same version too.
+            charts_file = None if key is None else folder / f"{run_id}.{key}.json"
+            draw = charts_file is not None and snap is not None and (key not in w.drawn or not charts_file.is_file())
+            if draw:
                 w.drawn[key] = (snap.version, snap.status)
             progress = progress_doc(snap, run_id, w.charts_version)
             self._start_locked()
-        if draw or (key is not None and snap is not None and not (folder / f"{run_id}.{key}.json").is_file()):
-            self._put(folder / f"{run_id}.{key}.json", figures_json(snap, smoothing, x_axis))
-            with self._lock:
-                w.drawn[key] = (snap.version, snap.status)
+        if draw:
+            self._put(charts_file, figures_json(snap, smoothing, x_axis))
         self._put(folder / f"{run_id}.json", json.dumps(progress))
         base = f"{URL_PREFIX}/{folder.name}/{run_id}"
         return Links(f"{base}.json", None if key is None else f"{base}.{key}.json", progress)
