@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from . import distributed, export, runs, training
-from .config import ARCHITECTURES, TTA_LEVELS, TrainConfig
+from .config import ARCHITECTURES, PRECISIONS, TTA_LEVELS, TrainConfig
 from .presets import DEFAULT_PRESET, PRESETS, preset_config
 from .data import DataError, describe_source, locate_source
+from .planning import cli as planning_cli
+from .planning.probe import ProbeError
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     """Recipe options default to the chosen preset's values; given ones override them."""
-    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
-                   help="; ".join(f"{n}: {pr.description}" for n, pr in PRESETS.items()) + f" (default {DEFAULT_PRESET})")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="; ".join(f"{n}: {pr.description}" for n, pr in PRESETS.items()) + f" (default {DEFAULT_PRESET}; "
+                   "with --budget: the Fast recipe)")
     p.add_argument("--epochs", type=int, help="passes over the training set")
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--learning-rate", type=float, help="peak learning rate")
@@ -43,18 +46,22 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-averaging", choices=("none", "ema", "lookahead"))
     p.add_argument("--early-stopping-patience", type=int)
     p.add_argument("--tta", choices=TTA_LEVELS)
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="float32, bfloat16 or float16 (Keras mixed precision), or auto: 16-bit where this "
+                        "machine's probe measured it worth it")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The preset's config with every option the user gave applied on top."""
     names = ("epochs", "batch_size", "learning_rate", "dropout", "seed", "data", "train_subset", "test_subset",
              "architecture", "widths", "optimizer", "weight_decay", "lr_schedule", "warmup_epochs",
-             "label_smoothing", "augment", "weight_averaging", "early_stopping_patience", "tta")
+             "label_smoothing", "augment", "weight_averaging", "early_stopping_patience", "tta", "precision")
     given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    config = preset_config(args.preset, **given)
+    preset = args.preset or ("budget" if getattr(args, "budget", None) else DEFAULT_PRESET)
+    config = preset_config(preset, **given)
     if "epochs" in given and "warmup_epochs" not in given and config.warmup_epochs:
         # keep the warm-up's share of the schedule when only the length changes
-        share = PRESETS[args.preset].values.get("warmup_epochs", 0) / PRESETS[args.preset].values.get("epochs", 1)
+        share = PRESETS[preset].values.get("warmup_epochs", 0) / PRESETS[preset].values.get("epochs", 1)
         config = config.replace(warmup_epochs=round(share * config.epochs, 3))
     return config
 
@@ -66,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(t)
     t.add_argument("--name", default="", help="the run's name (shown beside its id everywhere)")
     t.add_argument("--tag", dest="tags", action="append", default=[], help="a tag for the run; repeat for more")
+    planning_cli.add_budget_option(t)
     r = sub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
     r.add_argument("run_id")
     r.add_argument("--epochs", type=int, default=None, help="new total number of epochs")
@@ -85,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tflite writes float32 and dynamic-range quantised files (default %(default)s)")
     x.add_argument("--out", type=Path, default=None, help="also copy the files into this folder")
     sub.add_parser("runs", help="list runs, newest first")
+    planning_cli.add_probe_command(sub)
     for command in sub.choices.values():
         command.add_argument("--verbose", action="store_true",
                              help="also show TensorFlow's start-up messages (absl, oneDNN, CUDA) on stderr")
@@ -133,8 +142,8 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _train, "resume": _resume, "evaluate": _evaluate, "predict": _predict,
-                "export": _export, "runs": _list}[args.command](args, out)
-    except (_Failure, runs.RunError, DataError, training.JobBusyError, ValueError) as exc:
+                "export": _export, "runs": _list, "probe": planning_cli.probe_command}[args.command](args, out)
+    except (_Failure, runs.RunError, DataError, training.JobBusyError, ValueError, ProbeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -142,12 +151,17 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
 
 
 def _train(args: argparse.Namespace, out: TextIO) -> int:
+    budget = planning_cli.budget_of(args)  # an unreadable or impossible request: refused before anything
     config = config_from_args(args)
     locate_source(config.data)  # a missing or unrecognised source: refused before TensorFlow or a run folder
     print(f"preset: {config.preset}; data: {describe_source(config.data)}", file=out)
-    _setup_devices(args, out).check(config)
+    cluster = _setup_devices(args, out)
     _load_tensorflow(args)
-    return _follow(training.start_job(config, name=args.name, tags=args.tags), out)
+    plan = planning_cli.plan_run(budget, args, config, out) if budget else None
+    config = plan.config if plan else config
+    cluster.check(config)
+    return _follow(training.start_job(config, name=args.name, tags=args.tags,
+                                      plan=plan.to_dict() if plan else None), out)
 
 
 def _resume(args: argparse.Namespace, out: TextIO) -> int:

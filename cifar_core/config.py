@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 ARCHITECTURES = ("assignment", "assignment_bn", "airbench")
 TTA_LEVELS = ("none", "flip", "flip_shift")
+PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,9 @@ class TrainConfig:
     averaging_decay: float = 0.95  # ema: per step; lookahead: per step at the end (ramped up)
     early_stopping_patience: int = 0  # stop after this many epochs without a better val_accuracy (0: off)
     tta: str = "none"  # none | flip | flip_shift: test-time augmentation reported beside the plain accuracy
+    # float32 | bfloat16 | float16 (Keras mixed policies: float32 weights, 16-bit arithmetic) | auto:
+    # bfloat16 where this machine's probe measured it worth it, float16 on a GPU, else float32
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         def need_int(name: str, low: int, high: int) -> None:
@@ -82,6 +86,7 @@ class TrainConfig:
         need_choice("augment", ("none", "flip", "flip_translate"))
         need_choice("weight_averaging", ("none", "ema", "lookahead"))
         need_choice("tta", TTA_LEVELS)
+        need_choice("precision", PRECISIONS)
         need_number("momentum", 0.0, 0.999)
         need_number("weight_decay", 0.0, 1.0)
         need_number("warmup_epochs", 0.0, float(self.epochs))

@@ -8,7 +8,7 @@ examples of a summed loss, divided by 1 + 1/(1 - momentum): 11.5 / 1024 / (1 + 1
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 from .config import TrainConfig
 
@@ -17,9 +17,16 @@ from .config import TrainConfig
 class Preset:
     name: str
     title: str  # for the preset control
-    description: str  # one line: what it is and what it reaches
-    expected: str  # expected training time and accuracy on the lab's 2-core CPU (BENCHMARKS.md)
+    description: str  # one line: what it is
     values: dict[str, Any]  # TrainConfig fields it sets; the rest keep their defaults
+    # A budget preset is the best plan for this many seconds of training on the machine it runs on
+    # (cifar_core.planning): its network, epochs, batch and precision depend on the machine, and its
+    # expected time and accuracy come from that machine's probe. None: a fixed recipe.
+    budget_seconds: Optional[float] = None
+
+
+# What a budget's plan decides; the rest of a budget preset's recipe is fixed.
+PLANNED_FIELDS = ("architecture", "widths", "batch_size", "precision", "epochs", "warmup_epochs", "learning_rate")
 
 
 def _airbench(epochs: float, widths: tuple[int, int, int], batch_size: int) -> dict[str, Any]:
@@ -38,23 +45,21 @@ def _airbench(epochs: float, widths: tuple[int, int, int], batch_size: int) -> d
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
         "assignment", "Assignment",
-        "The course assignment as given: conv 32-32/64-64/128-128 + dense head, Adam, batch 64, 25 epochs.",
-        "1-2 hours on a 2-core CPU for ~77% (the assignment's script: 76.9% in 1 h 53 min on the JPEG copy)",
+        "The course assignment as given: conv 32-32/64-64/128-128 + dense head, Adam, batch 64, 25 epochs, "
+        "float32 (it reproduces the seed; bfloat16 is one choice away under Recipe details).",
         {},
     ),
     Preset(
-        "fast", "Fast",
-        "airbench-style net at quarter width (16/64/64): whitening, BatchNorm, one-cycle Nesterov SGD, "
-        "label smoothing, flip+shift, lookahead, TTA; 4 epochs.",
-        "about 5 minutes of training on a 2-core CPU: 79.1% (80.6% with TTA) in 273-285 s, two runs (BENCHMARKS.md section 5)",
-        _airbench(4, (16, 64, 64), 512),
+        "fast", "Fast (5 minutes)",
+        "The best airbench-style net this machine trains in 5 minutes: whitening, BatchNorm, one-cycle "
+        "Nesterov SGD, label smoothing, flip+shift, lookahead, TTA; width, epochs and precision planned "
+        "from this machine's measured speed.",
+        _airbench(4, (16, 64, 64), 512), budget_seconds=300.0,
     ),
     Preset(
-        "best", "Best",
-        "The same recipe at half airbench94's width (32/128/128) and 10 epochs: the best accuracy per "
-        "CPU-minute this lab's recipes reach here.",
-        "about 28 minutes of training on a 2-core CPU: 86.7% in 1,680 s (BENCHMARKS.md section 5)",
-        _airbench(10, (32, 128, 128), 512),
+        "best", "Best (30 minutes)",
+        "The same recipe planned for 30 minutes of training on this machine.",
+        _airbench(10, (32, 128, 128), 512), budget_seconds=1800.0,
     ),
 )}
 DEFAULT_PRESET = "assignment"
@@ -62,6 +67,8 @@ DEFAULT_PRESET = "assignment"
 
 def preset_config(name: str, **overrides: Any) -> TrainConfig:
     """The config of preset `name`, with `overrides` applied (which keep the preset's name)."""
+    if name == "budget":  # a plan for a budget of the user's: the Fast recipe, sized by the planner
+        return TrainConfig(**{**PRESETS["fast"].values, "preset": name, **overrides})
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return TrainConfig(**{**PRESETS[name].values, "preset": name, **overrides})
@@ -74,9 +81,11 @@ def recipe_fields() -> tuple[str, ...]:
 
 
 def matching_preset(config: TrainConfig) -> str:
-    """The preset whose recipe `config` has, else "custom"."""
+    """The preset whose recipe `config` has, else "custom" (a budget preset's planned fields may
+    be anything its plan chose; a custom budget's plan is the Fast recipe's)."""
     for name in PRESETS:
         base = preset_config(name)
-        if all(getattr(base, f) == getattr(config, f) for f in recipe_fields()):
-            return name
+        free = PLANNED_FIELDS if PRESETS[name].budget_seconds or config.preset == "budget" else ()
+        if all(getattr(base, f) == getattr(config, f) for f in recipe_fields() if f not in free):
+            return "budget" if config.preset == "budget" and PRESETS[name].budget_seconds else name
     return "custom"

@@ -15,6 +15,7 @@ from . import heartbeat
 from .config import TrainConfig
 from .meta import MAX_NAME, MAX_NOTES, META_FILE, clean_meta, read_meta, write_meta  # noqa: F401 (re-exported)
 from .paths import runs_dir
+from .planning.records import PLAN_FILE
 from .store import (  # noqa: F401 (re-exported: the run store's writers are used as runs.*)
     HISTORY_KEYS, DiskFullError, RunError, disk_full_reason, forget_unsaved_status, keep_unsaved_status,
     model_stamp, process_identity, read_json, read_status, release_space, reserve_space, save_model, trainer_alive,
@@ -52,6 +53,7 @@ class Run:
     name: str = ""  # given by people (meta.json); the id stays the folder's name
     notes: str = ""
     tags: tuple[str, ...] = ()
+    plan: Optional[dict[str, Any]] = None  # plan.json of a run trained for a time budget
 
     @property
     def title(self) -> str:
@@ -220,6 +222,12 @@ def load_run(run_id: str) -> Run:
             run.metrics = metrics
         except RunError as exc:
             problems.append(str(exc))
+    if (path / PLAN_FILE).exists():
+        try:
+            plan = read_json(path / PLAN_FILE)
+            run.plan = plan if isinstance(plan, dict) else None
+        except RunError:
+            run.plan = None  # the plan is a record for people; the run itself is still whole
     if run.status == "interrupted":
         run.last_write_at = _last_write(path)
     meta = read_meta(path)

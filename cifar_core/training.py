@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional
 from . import distributed, live, runs
 from .config import TrainConfig
 from .data import Dataset, load_training_data, locate_source, resolve_source  # noqa: F401 (re-exported)
+from .planning.probe import KERAS_POLICIES, resolve_precision
+from .planning.records import PLAN_FILE, record_outcome
 from .jobstate import ACTIVE_STATUSES, MAX_BATCH_POINTS, JobSnapshot, JobState  # noqa: F401 (re-exported)
 from .progress import StopRequested, make_live_callback, make_tensorboard
 
@@ -120,6 +122,8 @@ class TrainingJob:
         from .recipe import recipe_callbacks
 
         cfg, cluster = self.config, self.cluster
+        precision, why = resolve_precision(cfg.precision, cfg)
+        keras.mixed_precision.set_dtype_policy(KERAS_POLICIES[precision])  # Keras keeps it per thread: this one's
         self.state.update(message="Loading data")
         data = self._dataset or load_training_data(cfg)
         keras.utils.set_random_seed(cfg.seed)
@@ -127,7 +131,7 @@ class TrainingJob:
         val_ds = make_tf_dataset(data.x_test, data.y_test, cfg.validation_batch_size)
         batches = int(tf.data.experimental.cardinality(train_ds))
         model = distributed.build_model(cfg, data.x_train, batches, self._resume_from)  # under the strategy
-        runs.update_status(self.run_dir, distribution=cluster.record(cfg))
+        runs.update_status(self.run_dir, distribution=cluster.record(cfg), precision={"used": precision, "why": why})
         initial_epoch = self.state.get("initial_epoch")
         self._hook("prepared")
         if self.stop_requested:  # stopped while preparing: nothing was learned, nothing to save
@@ -193,8 +197,10 @@ class TrainingJob:
             # status anyway (load_run lays it over the file and writes it once there is room).
             runs.keep_unsaved_status(self.run_dir, fields)
         runs.release_space(self.run_dir)
+        record_outcome(self.run_dir, status, self.state.snapshot().history, metrics)
         self.state.update(status=status, message=message or messages[status], finished_at=now, error=error,
                           metrics=metrics, eta_seconds=0.0 if status == "completed" else None)
+
 
 
 def make_tf_dataset(x, y, batch_size: int, shuffle_seed: Optional[int] = None):
@@ -234,8 +240,10 @@ def current_job() -> Optional[TrainingJob]:
 
 
 def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: str = "", tags: Any = (),
-              on_created: Optional[Callable[[TrainingJob], None]] = None) -> TrainingJob:
+              on_created: Optional[Callable[[TrainingJob], None]] = None,
+              plan: Optional[dict[str, Any]] = None) -> TrainingJob:
     """Create a run folder (named and tagged as given) and start training it in the background.
+    `plan`: a time budget's plan (`planning.Plan.to_dict()`), recorded as plan.json with its outcome.
 
     Raises:
       JobBusyError: a job is already running in this process (only one at a time).
@@ -250,6 +258,8 @@ def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: s
     with _current_lock:
         _refuse_if_busy()
         run_dir = distributed.create_run(config, name=name, tags=tags)  # a worker's: a throwaway one
+        if plan is not None:
+            runs.write_json(run_dir / PLAN_FILE, plan)
         job = TrainingJob(config, run_dir, dataset=dataset)
         _current = job
         if on_created:

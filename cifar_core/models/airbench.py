@@ -65,7 +65,7 @@ def build_network(config: TrainConfig, x_train: Optional[np.ndarray] = None):
     x = layers.GlobalMaxPooling2D(name="global_pool")(x)
     x = layers.Dense(NUM_CLASSES, use_bias=False, kernel_initializer=init(), name="classes")(x)
     x = layers.Rescaling(OUTPUT_SCALE, name="logit_scale")(x)
-    probabilities = layers.Activation("softmax", name="softmax")(x)
+    probabilities = layers.Activation("softmax", dtype="float32", name="softmax")(x)  # float32 under any policy
     model = keras.Model(pixels, probabilities, name="airbench")
     for block in range(1, len(config.widths) + 1):
         for i in (1, 2):

@@ -38,6 +38,6 @@ def build_network(config: TrainConfig = TrainConfig()):
         layers.Dropout(config.dropout, name="dense1024_dropout"),
         layers.Dense(512, activation="relu", name="dense512"),
         layers.Dropout(config.dropout, name="dense512_dropout"),
-        layers.Dense(NUM_CLASSES, activation="softmax", name="classes"),
+        layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="classes"),  # float32 under any policy
     ]
     return keras.Sequential(stack, name="cifar10_cnn")

@@ -33,13 +33,15 @@ class FusedBatchNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
-        self.shift = self.add_weight(shape=(channels,), initializer="zeros", name="shift")
-        self.gamma = (self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        # float32 even under a mixed policy (autocast off): the fused kernel takes bfloat16 or
+        # float16 images but float32 scale, shift and statistics
+        self.shift = self.add_weight(shape=(channels,), initializer="zeros", name="shift", autocast=False)
+        self.gamma = (self.add_weight(shape=(channels,), initializer="ones", name="gamma", autocast=False)
                       if self.scale else None)
         self.moving_mean = self.add_weight(shape=(channels,), initializer="zeros", trainable=False,
-                                           name="moving_mean")
+                                           name="moving_mean", autocast=False)
         self.moving_variance = self.add_weight(shape=(channels,), initializer="ones", trainable=False,
-                                               name="moving_variance")
+                                               name="moving_variance", autocast=False)
 
     def call(self, inputs, training=False):
         import tensorflow as tf

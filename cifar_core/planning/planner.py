@@ -1,0 +1,215 @@
+"""Plan a run for a training-time budget: the network, epochs, batch and precision expected to
+reach the best test accuracy within that many seconds of training on this machine.
+
+Seconds come from this machine's probe (`probe`), corrected by the measured overhead of a real
+run (data pipeline, callbacks, the first epoch's tracing); accuracy from the table of measured
+runs (`table`). The schedule is the Fast recipe's one-cycle, laid over exactly the planned
+epochs, so a run that keeps to the plan ends with its learning rate annealed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any, Optional
+
+from ..config import TrainConfig
+from . import table
+from .probe import Candidate, Probe, resolve_precision
+
+DEFAULT_TRAIN_IMAGES = 50_000
+# A real run trains slower than the probe's bare steps (tf.data, the live and lookahead callbacks)
+# and its first epoch traces the graph: seconds = STARTUP + images / (probe speed * EFFICIENCY).
+# Fitted to the table's runs against this machine's probe (BENCHMARKS.md section 9).
+RUN_EFFICIENCY = 0.85
+STARTUP_SECONDS = 4.0
+WARMUP_SHARE = 0.23  # the Fast recipe's warm-up: 23% of the steps
+MAX_BUDGET_SECONDS = 7 * 24 * 3600
+RUNNERS_UP = 3
+
+
+class PlanError(ValueError):
+    """A budget that cannot be read, or that no network fits."""
+
+
+def parse_budget(text: Any) -> float:
+    """Seconds from '90s', '5m', '1.5h', '1h30m' or a plain number of seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower().replace(" ", "")
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?(?:(\d+(?:\.\d+)?)s?)?", raw)
+        if not raw or parts is None or not any(parts.groups()):
+            raise PlanError(f"cannot read the budget {str(text)!r}: give a time such as 90s, 5m or 1h")
+        h, m, s = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = 3600 * h + 60 * m + s
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise PlanError(f"the budget must be more than 0 seconds, got {text!r}")
+    if seconds > MAX_BUDGET_SECONDS:
+        raise PlanError(f"the budget must be at most a week, got {text!r}")
+    return seconds
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One candidate network trained for as many epochs as fit the budget."""
+
+    candidate: Candidate
+    epochs: int
+    seconds: float  # predicted training seconds
+    expected: Optional[table.Expected]  # None: no measured accuracy for this network
+
+    @property
+    def score(self) -> float:
+        return self.expected.accuracy_tta if self.expected else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.candidate
+        out = {"architecture": c.architecture, "widths": list(c.widths), "batch_size": c.batch_size,
+               "precision": c.precision, "epochs": self.epochs, "label": c.label,
+               "predicted_seconds": round(self.seconds, 1)}
+        if self.expected:
+            out.update(predicted_accuracy=round(self.expected.accuracy, 4),
+                       predicted_accuracy_tta=round(self.expected.accuracy_tta, 4),
+                       extrapolated=self.expected.extrapolated)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    budget_seconds: float
+    chosen: Option
+    runners_up: tuple[Option, ...]
+    config: TrainConfig  # what the run trains
+    probe: Probe
+    precision_note: str  # how the precision was decided
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a run records in plan.json."""
+        return {"budget_seconds": self.budget_seconds, "chosen": self.chosen.to_dict(),
+                "runners_up": [o.to_dict() for o in self.runners_up], "precision_note": self.precision_note,
+                "machine": self.probe.machine, "probe_measured_at": self.probe.measured_at,
+                "table": table.MEASURED_ON, "run_efficiency": RUN_EFFICIENCY, "startup_seconds": STARTUP_SECONDS}
+
+
+def predicted_seconds(images_per_second: float, epochs: int, num_train: int) -> float:
+    return STARTUP_SECONDS + epochs * num_train / (images_per_second * RUN_EFFICIENCY)
+
+
+def _allowed_precisions(probe: Probe, precision: str) -> set[str]:
+    if precision != "auto":
+        return {precision}
+    half = "float16" if probe.machine.get("device", "cpu").startswith("gpu") else "bfloat16"
+    chosen, _ = resolve_precision("auto", TrainConfig(architecture="airbench"), probe)
+    return {chosen} if chosen == half else {"float32"}
+
+
+def options(budget_seconds: float, probe: Probe, *, precision: str = "auto",
+            widths: Optional[tuple[int, int, int]] = None, num_train: int = DEFAULT_TRAIN_IMAGES,
+            accuracy_table: Optional[dict] = None) -> list[Option]:
+    """Every probed airbench candidate that fits the budget, at the most epochs that fit, best first."""
+    allowed = _allowed_precisions(probe, precision)
+    found = []
+    for speed in probe.speeds:
+        c = speed.candidate
+        if c.architecture != "airbench" or c.precision not in allowed or (widths and c.widths != tuple(widths)):
+            continue
+        epochs = int((budget_seconds - STARTUP_SECONDS) * speed.images_per_second * RUN_EFFICIENCY // num_train)
+        if epochs < 1:
+            continue
+        seen = epochs * num_train / DEFAULT_TRAIN_IMAGES  # the table's epochs are of 50,000 images
+        found.append(Option(c, epochs, predicted_seconds(speed.images_per_second, epochs, num_train),
+                            table.expected(c.architecture, c.widths, c.batch_size, seen, accuracy_table)))
+    return sorted(found, key=lambda o: (-o.score, o.seconds))
+
+
+def smallest_budget(probe: Probe, *, precision: str = "auto", widths: Optional[tuple[int, int, int]] = None,
+                    num_train: int = DEFAULT_TRAIN_IMAGES) -> Optional[float]:
+    """The shortest budget any candidate fits (one epoch of the fastest)."""
+    allowed = _allowed_precisions(probe, precision)
+    times = [predicted_seconds(s.images_per_second, 1, num_train) for s in probe.speeds
+             if s.candidate.architecture == "airbench" and s.candidate.precision in allowed
+             and (not widths or s.candidate.widths == tuple(widths))]
+    return min(times, default=None)
+
+
+def plan(budget: Any, probe: Probe, *, base: Optional[TrainConfig] = None, precision: str = "auto",
+         widths: Optional[tuple[int, int, int]] = None, accuracy_table: Optional[dict] = None) -> Plan:
+    """The best run for `budget` (seconds or '5m') on the probed machine.
+
+    Args:
+      base: the config whose other fields the run keeps (data, subsets, seed, preset name, recipe
+        knobs the plan does not decide); default: the Fast recipe.
+      precision, widths: constrain the plan to that precision or network width.
+    Raises:
+      PlanError: an unreadable budget, or one too small for any candidate (it says the smallest).
+    """
+    from ..presets import preset_config, recipe_fields
+
+    seconds = parse_budget(budget)
+    base = base or preset_config("budget")
+    num_train = base.train_subset or DEFAULT_TRAIN_IMAGES
+    found = options(seconds, probe, precision=precision, widths=widths, num_train=num_train,
+                    accuracy_table=accuracy_table)
+    if not found:
+        least = smallest_budget(probe, precision=precision, widths=widths, num_train=num_train)
+        if least is None:
+            raise PlanError("this machine's probe measured no network that matches the plan's constraints")
+        raise PlanError(f"a budget of {format_seconds(seconds)} is too small for any network here: the smallest "
+                        f"possible is about {format_seconds(math.ceil(least))} (one epoch of the fastest)")
+    best = found[0]
+    others, seen = [], {best.candidate}
+    for option in found[1:]:
+        if option.candidate not in seen and len(others) < RUNNERS_UP:
+            others.append(option)
+            seen.add(option.candidate)
+    c = best.candidate
+    recipe = c.config()
+    decided = dict(architecture="airbench", widths=c.widths, batch_size=c.batch_size, precision=c.precision,
+                   epochs=best.epochs, warmup_epochs=round(WARMUP_SHARE * best.epochs, 3),
+                   learning_rate=recipe.learning_rate)
+    template = {f: getattr(recipe, f) for f in recipe_fields()} if base.architecture != "airbench" else {}
+    config = base.replace(**{**template, **decided})
+    note = resolve_precision(precision, config, probe)[1] if precision == "auto" else "chosen"
+    return Plan(seconds, best, tuple(others), config, probe, note)
+
+
+def preset_expectation(name: str, probe: Optional[Probe]) -> str:
+    """What a preset is expected to take and reach on this machine, from its probe (never another
+    machine's numbers); says so when the machine was never probed."""
+    from ..presets import PRESETS
+
+    preset = PRESETS[name]
+    if probe is None:
+        return "not measured on this machine yet: measure it (about half a minute) to see the expected time"
+    if preset.budget_seconds:
+        try:
+            p = plan(preset.budget_seconds, probe, base=None)
+        except PlanError as exc:
+            return str(exc)
+        return describe_option(p.chosen)
+    config = TrainConfig()
+    speed = probe.speed(Candidate("assignment", config.widths, config.batch_size, config.precision))
+    if not speed:
+        return "the probe did not measure the assignment's network"
+    seconds = predicted_seconds(speed, config.epochs, DEFAULT_TRAIN_IMAGES)
+    return (f"about {format_seconds(seconds)} of training here ({config.epochs} epochs at {speed:,.0f} img/s "
+            f"measured); it reached 79.90% on the official files, 76.9% on the JPEG copy")
+
+
+def describe_option(option: Option) -> str:
+    """'airbench half width, batch 512, bfloat16 for 12 epochs: about 4.8 min, 88.1% with TTA'."""
+    text = f"{option.candidate.label}, {option.epochs} epochs: about {format_seconds(option.seconds)} of training"
+    if option.expected:
+        text += (f", {option.expected.accuracy:.1%} ({option.expected.accuracy_tta:.1%} with TTA) expected"
+                 + (" (extrapolated past the measured runs)" if option.expected.extrapolated else ""))
+    return text

