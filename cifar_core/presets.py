@@ -25,8 +25,13 @@ class Preset:
     budget_seconds: Optional[float] = None
 
 
-# What a budget's plan decides; the rest of a budget preset's recipe is fixed.
+# What a budget's plan decides; the rest of a budget preset's recipe is fixed (or follows from these).
 PLANNED_FIELDS = ("architecture", "widths", "batch_size", "precision", "epochs", "warmup_epochs", "learning_rate")
+WARMUP_SHARE = 0.23  # airbench's warm-up: 23% of the steps
+
+
+def airbench_learning_rate(batch_size: int) -> float:
+    return round(1.5 * batch_size / 1024, 6)
 
 
 def _airbench(epochs: float, widths: tuple[int, int, int], batch_size: int) -> dict[str, Any]:
@@ -34,9 +39,9 @@ def _airbench(epochs: float, widths: tuple[int, int, int], batch_size: int) -> d
     return dict(
         architecture="airbench", widths=widths, activation="relu", whitening=True,
         epochs=int(epochs), batch_size=batch_size,
-        optimizer="sgd", momentum=0.85, learning_rate=round(1.5 * batch_size / 1024, 6),
+        optimizer="sgd", momentum=0.85, learning_rate=airbench_learning_rate(batch_size),
         weight_decay=0.009,  # airbench's 0.0153 per 1024 examples, decoupled, through momentum
-        lr_schedule="onecycle", warmup_epochs=round(0.23 * epochs, 3), lr_start_factor=0.2, lr_end_factor=0.07,
+        lr_schedule="onecycle", warmup_epochs=round(WARMUP_SHARE * epochs, 3), lr_start_factor=0.2, lr_end_factor=0.07,
         label_smoothing=0.2, augment="flip_translate", translate_pixels=2,
         weight_averaging="lookahead", averaging_decay=0.95, tta="flip_shift", dropout=0.0,
     )
@@ -83,9 +88,13 @@ def recipe_fields() -> tuple[str, ...]:
 def matching_preset(config: TrainConfig) -> str:
     """The preset whose recipe `config` has, else "custom" (a budget preset's planned fields may
     be anything its plan chose; a custom budget's plan is the Fast recipe's)."""
-    for name in PRESETS:
+    order = sorted(PRESETS, key=lambda n: n != config.preset)  # its own preset first: Fast and Best differ only in plan
+    for name in order:
         base = preset_config(name)
-        free = PLANNED_FIELDS if PRESETS[name].budget_seconds or config.preset == "budget" else ()
-        if all(getattr(base, f) == getattr(config, f) for f in recipe_fields() if f not in free):
+        if PRESETS[name].budget_seconds or config.preset == "budget":  # any plan of the recipe
+            base = base.replace(widths=config.widths, batch_size=config.batch_size, precision=config.precision,
+                                epochs=config.epochs, learning_rate=airbench_learning_rate(config.batch_size),
+                                warmup_epochs=round(WARMUP_SHARE * config.epochs, 3))
+        if all(getattr(base, f) == getattr(config, f) for f in recipe_fields()):
             return "budget" if config.preset == "budget" and PRESETS[name].budget_seconds else name
     return "custom"

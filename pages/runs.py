@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from cifar_core import charts, evaluation, export, runs
+from cifar_core.planning.records import predicted_against_actual
 from cifar_ui import access, fmt, nav, widgets
 
 nav.require_entry(nav.RUNS)
@@ -41,6 +42,21 @@ st.dataframe(
         "problem": st.column_config.TextColumn(width="large"),
     },
 )
+
+budgeted = [r for r in listed if r.plan]
+if budgeted:
+    st.subheader("Time budgets: planned against actual")
+    st.caption("Runs trained for a time budget: the plan made from this machine's probe and the accuracy "
+               "table, and what happened. Over budget: actual training time against the budget "
+               "(+5% is 5% over; an over- or under-run is shown as it was).")
+    st.dataframe(pd.DataFrame([{"run": fmt.run_label(r), **predicted_against_actual(r.plan)} for r in budgeted]),
+                 hide_index=True, column_config={
+                     "budget s": st.column_config.NumberColumn(format="%.0f s"),
+                     "predicted s": st.column_config.NumberColumn(format="%.0f s"),
+                     "actual s": st.column_config.NumberColumn(format="%.0f s"),
+                     "over budget": st.column_config.NumberColumn(format="percent"),
+                     "predicted acc (TTA)": st.column_config.NumberColumn(format="percent"),
+                     "actual acc (TTA)": st.column_config.NumberColumn(format="percent")})
 
 st.subheader("Compare curves")
 with_history = [r for r in listed if not r.broken and r.history]

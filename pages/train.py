@@ -8,8 +8,11 @@ from typing import Optional
 import streamlit as st
 
 from cifar_core import charts, data, evaluation, live, presets, runs, training
-from cifar_core.config import ARCHITECTURES, TTA_LEVELS, TrainConfig
-from cifar_ui import access, fmt, live_panel, nav, watch, widgets
+from cifar_core.config import ARCHITECTURES, PRECISIONS, TTA_LEVELS, TrainConfig
+from cifar_core.planning import planner
+from cifar_core.planning.probe import load_probe
+from cifar_core.presets import PLANNED_FIELDS
+from cifar_ui import access, budget, fmt, live_panel, nav, watch, widgets
 from cifar_ui.evolution import render_evolution
 
 nav.require_entry(nav.TRAIN)
@@ -28,18 +31,24 @@ busy = job is not None and (job.is_alive or snap.is_active)
 form_col, job_col = st.columns([1, 2], gap="large")
 
 
-def recipe_inputs(base: TrainConfig) -> dict:
-    """The recipe's knobs, filled from the preset; returns TrainConfig fields."""
+def recipe_inputs(base: TrainConfig, planned: bool) -> dict:
+    """The recipe's knobs, filled from the preset (or the budget's plan, whose choices are shown
+    but not editable); returns TrainConfig fields."""
     def choice(label: str, options: tuple, value: str, **kw) -> str:
         return st.selectbox(label, options, index=options.index(value), **kw)
 
     out = {}
-    out["architecture"] = choice("Network", ARCHITECTURES, base.architecture,
+    out["architecture"] = choice("Network", ARCHITECTURES, base.architecture, disabled=planned,
                                  help="assignment: the course's CNN; assignment_bn: the same with BatchNorm; "
                                       "airbench: the compact whitening/BatchNorm net of the fast presets.")
     w = st.columns(3)
-    out["widths"] = tuple(int(col.number_input(f"Width {i + 1}", min_value=1, max_value=2048, value=v))
+    out["widths"] = tuple(int(col.number_input(f"Width {i + 1}", min_value=1, max_value=2048, value=v,
+                                               disabled=planned))
                           for i, (col, v) in enumerate(zip(w, base.widths)))
+    out["precision"] = choice("Precision", PRECISIONS, base.precision, disabled=planned,
+                              help="bfloat16 / float16: Keras mixed precision (float32 weights, 16-bit arithmetic); "
+                                   "auto: 16-bit where this machine's probe measured it worth it. "
+                                   + precision_speedup_text())
     out["activation"] = choice("Activation", ("relu", "gelu"), base.activation)
     out["whitening"] = st.checkbox("Patch-whitening first layer (airbench)", value=base.whitening)
     out["dropout"] = st.slider("Dropout", min_value=0.0, max_value=0.9, value=base.dropout, step=0.05)
@@ -71,50 +80,75 @@ def recipe_inputs(base: TrainConfig) -> dict:
 allowed = access.can_act()  # cifar_ui/access.py: read-only viewers get no form, a locked lab a disabled one
 
 
+def precision_speedup_text() -> str:
+    """The assignment network's measured bfloat16 speed-up on this machine, where probed."""
+    probe = load_probe()
+    ratio = probe and probe.speedup("assignment", TrainConfig().widths, TrainConfig().batch_size, "bfloat16")
+    return f"Measured here: bfloat16 trains the assignment's network {ratio:.2f}x as fast." if ratio else ""
+
+
 def new_run_form() -> None:
     preset_name = st.selectbox(
         "Recipe", list(presets.PRESETS), index=list(presets.PRESETS).index(presets.DEFAULT_PRESET),
         format_func=lambda n: presets.PRESETS[n].title, key="cifar_preset",
         help="A preset fills the form below; every field stays editable.")
     preset = presets.PRESETS[preset_name]
-    st.caption(f"{preset.description} Expected here: {preset.expected}.")
-    base = presets.preset_config(preset_name)
+    probe = load_probe()
+    budget.machine_panel(probe, busy)
+    st.caption(f"{preset.description} Expected here: {planner.preset_expectation(preset_name, probe)}.")
+    # The data comes before the budget: a plan's epochs depend on how many images an epoch has.
     current_source = data.resolve_source()
     sources = list(SOURCES) + ([current_source] if current_source not in SOURCES else [])
-    with st.form(f"config-{preset_name}"):  # one form per preset: switching presets refills it
+    source = st.selectbox("Data source", sources, index=sources.index(current_source), accept_new_options=True,
+                          key="cifar_data_source",
+                          help="keras: the official download; synthetic: a demo set that trains in "
+                               "seconds; or type a path to a local copy of CIFAR-10.")
+    st.caption("Quick run: use fewer images (leave empty for all).")
+    c1, c2 = st.columns(2)
+    train_subset = c1.number_input("Train images", min_value=1, value=None, step=1000, placeholder="all",
+                                   key="cifar_train_subset")
+    test_subset = c2.number_input("Test images", min_value=1, value=None, step=500, placeholder="all",
+                                  key="cifar_test_subset")
+    chosen_data = dict(data=source, train_subset=None if train_subset is None else int(train_subset),
+                       test_subset=None if test_subset is None else int(test_subset))
+    minutes = budget.budget_minutes(preset_name)
+    try:
+        plan = budget.plan_for(minutes, probe, presets.preset_config(preset_name, **chosen_data))
+    except ValueError as exc:  # a subset the config refuses
+        st.error(f"Check the data: {exc}", icon=":material/error:")
+        plan = None
+    base = plan.config if plan else presets.preset_config(preset_name)
+    form_key = f"config-{preset_name}" + (f"-{plan.config.widths}-{plan.config.epochs}-{probe.measured_at}" if plan else "")
+    with st.form(form_key):  # one form per preset and plan: switching either refills it
         n1, n2 = st.columns(2)
         run_name = n1.text_input("Run name", max_chars=runs.MAX_NAME, placeholder="optional",
                                  help="Shown in every run picker and on Runs; the run id stays the folder name.")
         run_tags = n2.text_input("Tags", placeholder="e.g. baseline lr-sweep",
                                  help="Separated by spaces or commas; Runs filters by them.")
-        epochs = st.number_input("Epochs", min_value=1, max_value=1000, value=base.epochs)
-        batch_size = st.number_input("Batch size", min_value=1, max_value=8192, value=base.batch_size)
+        epochs = st.number_input("Epochs", min_value=1, max_value=1000, value=base.epochs, disabled=plan is not None,
+                                 help="Planned for the time budget." if plan else None)
+        batch_size = st.number_input("Batch size", min_value=1, max_value=8192, value=base.batch_size,
+                                     disabled=plan is not None)
         learning_rate = st.number_input("Learning rate (peak)", min_value=0.00001, max_value=1.0,
                                         value=base.learning_rate, step=0.0005, format="%.5f")
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=base.seed)
-        source = st.selectbox("Data source", sources, index=sources.index(current_source),
-                              accept_new_options=True,
-                              help="keras: the official download; synthetic: a demo set that trains in "
-                                   "seconds; or type a path to a local copy of CIFAR-10.")
-        st.caption("Quick run: use fewer images (leave empty for all).")
-        c1, c2 = st.columns(2)
-        train_subset = c1.number_input("Train images", min_value=1, value=None, step=1000, placeholder="all")
-        test_subset = c2.number_input("Test images", min_value=1, value=None, step=500, placeholder="all")
         with st.expander("Recipe details", icon=":material/tune:"):
-            recipe = recipe_inputs(base)
+            recipe = recipe_inputs(base, planned=plan is not None)
+        waiting = minutes > 0 and plan is None  # a budget without a plan: no probe, or an impossible budget
         start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
-                                      disabled=busy or not allowed, help=access.locked_reason() or None)
+                                      disabled=busy or not allowed or waiting,
+                                      help=access.locked_reason() or ("Needs a plan for the budget." if waiting else None))
     if busy:
         st.info(f"Start is disabled while run `{snap.run_id}` is training: stop it or wait for it to finish.",
                 icon=":material/hourglass_top:")
     if start and allowed:  # a stale tab can still submit while busy: start_job then says why it refuses
         try:
             config = presets.preset_config(
-                preset_name, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
-                seed=int(seed), data=source,
-                train_subset=None if train_subset is None else int(train_subset),
-                test_subset=None if test_subset is None else int(test_subset), **recipe)
-            training.start_job(config, name=run_name, tags=run_tags)
+                base.preset, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
+                seed=int(seed), **chosen_data, **recipe)
+            if plan is not None:  # the plan decides its fields; the form the rest
+                config = config.replace(**{f: getattr(plan.config, f) for f in PLANNED_FIELDS})
+            training.start_job(config, name=run_name, tags=run_tags, plan=plan.to_dict() if plan else None)
         except ValueError as exc:
             st.error(f"Check the form: {exc}", icon=":material/error:")
         except (training.JobBusyError, runs.RunError, data.DataError) as exc:

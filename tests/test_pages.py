@@ -479,6 +479,7 @@ def test_train_preset_control_fills_the_form_and_the_run_records_the_preset(arti
     widget(at.selectbox, "Recipe").set_value("fast").run()
     assert not at.exception
     assert "airbench-style" in texts(at.caption) and "Expected here" in texts(at.caption)
+    widget(at.number_input, "Time budget (minutes of training)").set_value(0).run()  # fixed epochs instead
     assert widget(at.number_input, "Batch size").value == 512  # the form was refilled
     assert widget(at.number_input, "Learning rate (peak)").value == pytest.approx(0.75)
     assert widget(at.selectbox, "Network").value == "airbench"

@@ -14,6 +14,7 @@ import re
 from typing import Any, Optional
 
 from ..config import TrainConfig
+from ..presets import PRESETS, WARMUP_SHARE, preset_config, recipe_fields
 from . import table
 from .probe import Candidate, Probe, resolve_precision
 
@@ -23,7 +24,6 @@ DEFAULT_TRAIN_IMAGES = 50_000
 # Fitted to the table's runs against this machine's probe (BENCHMARKS.md section 9).
 RUN_EFFICIENCY = 0.85
 STARTUP_SECONDS = 4.0
-WARMUP_SHARE = 0.23  # the Fast recipe's warm-up: 23% of the steps
 MAX_BUDGET_SECONDS = 7 * 24 * 3600
 RUNNERS_UP = 3
 
@@ -153,8 +153,6 @@ def plan(budget: Any, probe: Probe, *, base: Optional[TrainConfig] = None, preci
     Raises:
       PlanError: an unreadable budget, or one too small for any candidate (it says the smallest).
     """
-    from ..presets import preset_config, recipe_fields
-
     seconds = parse_budget(budget)
     base = base or preset_config("budget")
     num_train = base.train_subset or DEFAULT_TRAIN_IMAGES
@@ -186,8 +184,6 @@ def plan(budget: Any, probe: Probe, *, base: Optional[TrainConfig] = None, preci
 def preset_expectation(name: str, probe: Optional[Probe]) -> str:
     """What a preset is expected to take and reach on this machine, from its probe (never another
     machine's numbers); says so when the machine was never probed."""
-    from ..presets import PRESETS
-
     preset = PRESETS[name]
     if probe is None:
         return "not measured on this machine yet: measure it (about half a minute) to see the expected time"

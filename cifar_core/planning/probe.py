@@ -53,12 +53,12 @@ class Candidate:
 
     def config(self) -> TrainConfig:
         """The lab's recipe for this candidate (what the probe times and a plan trains)."""
-        from ..presets import preset_config
+        from ..presets import airbench_learning_rate, preset_config
 
         if self.architecture == "assignment":
             return preset_config("assignment", precision=self.precision)
         return preset_config("fast", widths=self.widths, batch_size=self.batch_size,
-                             learning_rate=round(1.5 * self.batch_size / 1024, 6), precision=self.precision)
+                             learning_rate=airbench_learning_rate(self.batch_size), precision=self.precision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,33 +173,43 @@ def run_probe(*, on_progress: Optional[Callable[[int, int, str], None]] = None,
     """
     described = machine.describe()
     todo = only if only is not None else candidates(described)
+    try:  # a folder that cannot hold the result is refused before half a minute of measuring
+        probe_dir().mkdir(parents=True, exist_ok=True)
+        store.write_text(probe_dir() / ".writable", "ok")
+        (probe_dir() / ".writable").unlink()
+    except OSError as exc:
+        raise ProbeError(f"cannot keep a probe in {probe_dir()}: {exc.strerror or exc}") from exc
+    start, speeds = time.time(), []
+    for i, candidate in enumerate(todo):
+        if on_progress:  # in the caller's thread (a Streamlit page draws its progress bar here)
+            on_progress(i, len(todo), candidate.label)
+        speeds.append(Speed(candidate, _in_own_thread(timer, candidate)))
+    probe = Probe(described, start, time.time() - start, tuple(speeds))
+    try:
+        store.write_json(probe_path(probe.key), probe.to_dict())
+    except OSError as exc:
+        raise ProbeError(f"measured this machine but could not save the result in {probe_dir()}: {exc}") from exc
+    return probe
+
+
+def _in_own_thread(timer: Callable[[Candidate], float], candidate: Candidate) -> float:
+    """timer(candidate) in a fresh thread, so the Keras dtype policy it sets stays there."""
     result: dict[str, Any] = {}
 
-    def measure() -> None:  # in its own thread: the dtype policies it sets stay there
+    def measure() -> None:
         try:
-            speeds = []
-            for i, candidate in enumerate(todo):
-                if on_progress:
-                    on_progress(i, len(todo), candidate.label)
-                speeds.append(Speed(candidate, float(timer(candidate))))
-            result["speeds"] = tuple(speeds)
+            result["value"] = float(timer(candidate))
         except BaseException as exc:  # reported to the caller as one line
             result["error"] = exc
 
-    start = time.time()
     worker = threading.Thread(target=measure, name="cifar-probe", daemon=True)
     worker.start()
     worker.join()
     if "error" in result:
         exc = result["error"]
-        raise ProbeError(f"could not measure this machine's training speed: {type(exc).__name__}: {exc}") from exc
-    probe = Probe(described, start, time.time() - start, result["speeds"])
-    try:
-        probe_dir().mkdir(parents=True, exist_ok=True)
-        store.write_json(probe_path(probe.key), probe.to_dict())
-    except OSError as exc:
-        raise ProbeError(f"measured this machine but could not save the result in {probe_dir()}: {exc}") from exc
-    return probe
+        raise ProbeError(f"could not measure this machine's training speed ({candidate.label}): "
+                         f"{type(exc).__name__}: {exc}") from exc
+    return result["value"]
 
 
 def resolve_precision(precision: str, config: Optional[TrainConfig] = None, probe: Optional[Probe] = None) -> tuple[str, str]:
