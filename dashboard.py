@@ -9,6 +9,7 @@ from cifar_ui import nav, runtime
 
 st.set_page_config(page_title="CIFAR-10 Lab", page_icon=":material/science:", layout="wide")
 runtime.keep_keras_session()  # Streamlit would reset Keras under the training thread after each run
+runtime.start_runner()  # a served lab trains its queue and the sweeps started here (cifar_core/sweeps/runner.py)
 nav.mark_entry_ran()
 pages = {p.path: st.Page(p.path, title=p.title, icon=p.icon, default=(p is nav.HOME)) for p in nav.PAGES}
 current = st.navigation(list(pages.values()))

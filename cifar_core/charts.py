@@ -253,3 +253,15 @@ def time_to_accuracy_bars(rows: Sequence[Mapping[str, object]], thresholds: Sequ
     if not rows:
         return _no_data(fig, "Choose runs that recorded their training time")
     return fig
+
+
+def best_so_far(minutes: Sequence[float], accuracy: Sequence[float], best: Sequence[float],
+                metric: str = "test accuracy") -> go.Figure:
+    """A sweep's trials and its best so far against the training minutes spent on all trials."""
+    fig = go.Figure([go.Scatter(x=list(minutes), y=list(accuracy), mode="markers", name="trial"),
+                     go.Scatter(x=list(minutes), y=list(best), mode="lines", line_shape="hv", name="best so far")])
+    fig.update_layout(title=dict(text=f"Best {metric} against training minutes", x=0),
+                      xaxis_title="training minutes, all trials so far", yaxis_title=metric, yaxis_tickformat=".0%")
+    if not minutes:
+        _no_data(fig, "no finished trial yet")
+    return fig

@@ -18,6 +18,8 @@ from .presets import DEFAULT_PRESET, PRESETS, preset_config
 from .data import DataError, describe_source, locate_source
 from .planning import cli as planning_cli
 from .planning.probe import ProbeError
+from .sweeps import cli as sweeps_cli
+from .sweeps.storage import SweepError
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=Path, default=None, help="also copy the files into this folder")
     sub.add_parser("runs", help="list runs, newest first")
     planning_cli.add_probe_command(sub)
+    sweeps_cli.add_commands(sub, _add_config_options)
     for command in sub.choices.values():
         command.add_argument("--verbose", action="store_true",
                              help="also show TensorFlow's start-up messages (absl, oneDNN, CUDA) on stderr")
@@ -142,8 +145,10 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _train, "resume": _resume, "evaluate": _evaluate, "predict": _predict,
-                "export": _export, "runs": _list, "probe": planning_cli.probe_command}[args.command](args, out)
-    except (_Failure, runs.RunError, DataError, training.JobBusyError, ValueError, ProbeError) as exc:
+                "export": _export, "runs": _list, "probe": planning_cli.probe_command,
+                "sweep": lambda a, o: sweeps_cli.sweep_command(a, o, config_from_args),
+                "queue": lambda a, o: sweeps_cli.queue_command(a, o, config_from_args)}[args.command](args, out)
+    except (_Failure, runs.RunError, DataError, training.JobBusyError, ValueError, ProbeError, SweepError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from . import distributed, live, runs
 from .config import TrainConfig
@@ -30,13 +30,14 @@ class TrainingJob:
 
     def __init__(self, config: TrainConfig, run_dir: Path, *, dataset: Optional[Dataset] = None,
                  history: Optional[dict[str, list[float]]] = None, initial_epoch: int = 0,
-                 resume_from: Optional[Path] = None):
+                 resume_from: Optional[Path] = None, callbacks: Sequence[Any] = ()):
         self.config = config
         self.cluster = distributed.current()  # where it trains; only the chief writes the run folder
         self.run_dir = run_dir
         self.run_id = run_dir.name
         self._dataset = dataset
         self._resume_from = resume_from
+        self.extra_callbacks = list(callbacks)  # the caller's Keras callbacks (a sweep's pruning), after ours
         self.state = JobState(self.run_id, config, history or {}, initial_epoch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"train-{self.run_id}", daemon=True)
@@ -148,7 +149,7 @@ class TrainingJob:
         callbacks = [make_live_callback(self.state, self, self.run_dir, batches, cfg.batch_size, final),
                      distributed.on_one_device(make_evolution_callback(self, data.x_test, data.y_test, initial_epoch),
                                                cfg, data.x_train),
-                     *recipe_callbacks(cfg, batches), board]
+                     *recipe_callbacks(cfg, batches), board, *self.extra_callbacks]
         stopped = False
         if initial_epoch < cfg.epochs:
             try:
@@ -241,7 +242,7 @@ def current_job() -> Optional[TrainingJob]:
 
 def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: str = "", tags: Any = (),
               on_created: Optional[Callable[[TrainingJob], None]] = None,
-              plan: Optional[dict[str, Any]] = None) -> TrainingJob:
+              plan: Optional[dict[str, Any]] = None, callbacks: Sequence[Any] = ()) -> TrainingJob:
     """Create a run folder (named and tagged as given) and start training it in the background.
     `plan`: a time budget's plan (`planning.Plan.to_dict()`), recorded as plan.json with its outcome.
 
@@ -260,7 +261,7 @@ def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: s
         run_dir = distributed.create_run(config, name=name, tags=tags)  # a worker's: a throwaway one
         if plan is not None:
             runs.write_json(run_dir / PLAN_FILE, plan)
-        job = TrainingJob(config, run_dir, dataset=dataset)
+        job = TrainingJob(config, run_dir, dataset=dataset, callbacks=callbacks)
         _current = job
         if on_created:
             on_created(job)

@@ -30,7 +30,10 @@ BROWSE = PageInfo("pages/browse.py", "Browse", ":material/grid_view:",
 RUNS = PageInfo("pages/runs.py", "Runs", ":material/history:",
                 "All runs: compare curves, download models and histories, delete.")
 
-PAGES = (HOME, TRAIN, EVALUATE, PREDICT, BROWSE, RUNS)
+SWEEPS = PageInfo("pages/sweeps.py", "Sweeps", ":material/tune:",
+                  "Search recipes with Optuna while you are away; the run queue.")
+
+PAGES = (HOME, TRAIN, EVALUATE, PREDICT, BROWSE, RUNS, SWEEPS)
 
 _entry_ran = False  # process-wide, like Streamlit's own switch away from the legacy pages/ mode
 

@@ -34,3 +34,16 @@ def keep_keras_session() -> bool:
     clean_problem_modules_but_keras.keeps_keras = True  # type: ignore[attr-defined]
     script_runner._clean_problem_modules = clean_problem_modules_but_keras
     return True
+
+
+def start_runner() -> bool:
+    """Start this server's queue and sweep runner once a page is served (not under AppTest or a
+    script, where nothing should train behind the test's back); True when it runs."""
+    from streamlit.runtime import Runtime
+
+    if not Runtime.exists():
+        return False
+    from cifar_core.sweeps.runner import runner
+
+    runner().start()
+    return True

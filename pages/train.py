@@ -12,6 +12,8 @@ from cifar_core.config import ARCHITECTURES, PRECISIONS, TTA_LEVELS, TrainConfig
 from cifar_core.planning import planner
 from cifar_core.planning.probe import load_probe
 from cifar_core.presets import PLANNED_FIELDS
+from cifar_core.sweeps import studies
+from cifar_core.sweeps.storage import SweepError
 from cifar_ui import access, budget, fmt, live_panel, nav, watch, widgets
 from cifar_ui.evolution import render_evolution
 
@@ -135,26 +137,37 @@ def new_run_form() -> None:
         with st.expander("Recipe details", icon=":material/tune:"):
             recipe = recipe_inputs(base, planned=plan is not None)
         waiting = minutes > 0 and plan is None  # a budget without a plan: no probe, or an impossible budget
-        start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
+        b1, b2 = st.columns(2)
+        start = b1.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
                                       disabled=busy or not allowed or waiting,
                                       help=access.locked_reason() or ("Needs a plan for the budget." if waiting else None))
+        queue = b2.form_submit_button("Add to queue", icon=":material/queue:", disabled=not allowed or waiting,
+                                      help=access.locked_reason() or "This server trains queued runs one after "
+                                                                     "another when its trainer is free (Sweeps page).")
     if busy:
         st.info(f"Start is disabled while run `{snap.run_id}` is training: stop it or wait for it to finish.",
                 icon=":material/hourglass_top:")
-    if start and allowed:  # a stale tab can still submit while busy: start_job then says why it refuses
+    if (start or queue) and allowed:  # a stale tab can still submit while busy: start_job then says why it refuses
         try:
             config = presets.preset_config(
                 base.preset, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
                 seed=int(seed), **chosen_data, **recipe)
             if plan is not None:  # the plan decides its fields; the form the rest
                 config = config.replace(**{f: getattr(plan.config, f) for f in PLANNED_FIELDS})
-            training.start_job(config, name=run_name, tags=run_tags, plan=plan.to_dict() if plan else None)
+            if queue:
+                data.locate_source(config.data)  # a typo in the path: refused now, not when its turn comes
+                number = studies.enqueue(config, name=run_name.strip(), tags=tuple(runs.clean_meta(tags=run_tags)["tags"]))
+                st.success(f"Queued as #{number}: it trains when the trainer is free (Sweeps page shows the queue).",
+                           icon=":material/queue:")
+            else:
+                training.start_job(config, name=run_name, tags=run_tags, plan=plan.to_dict() if plan else None)
         except ValueError as exc:
             st.error(f"Check the form: {exc}", icon=":material/error:")
-        except (training.JobBusyError, runs.RunError, data.DataError) as exc:
+        except (training.JobBusyError, runs.RunError, data.DataError, SweepError) as exc:
             st.error(str(exc), icon=":material/error:")
         else:
-            st.rerun()
+            if not queue:
+                st.rerun()
 
 
 def resume_section() -> None:

@@ -34,12 +34,18 @@ def tiny_data():
 
 @pytest.fixture(autouse=True)
 def _no_job_left_running():
-    """A test that leaves a job running would make the next one's start fail as busy."""
+    """A test that leaves a job running would make the next one's start fail as busy (and a sweep
+    runner started by a page would take the next test's trials)."""
     yield
+    from cifar_core.sweeps.runner import runner
+
+    runner().shutdown(timeout=0)  # no new trial; the running one is stopped below
+    runner().sweeps.clear()
     job = training.current_job()
     if job is not None and job.is_alive:
         job.stop()
         assert job.join(120), "a training job did not stop within 120 s"
+    runner().shutdown(timeout=60)
 
 
 @pytest.fixture(scope="session")

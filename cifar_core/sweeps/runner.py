@@ -1,0 +1,78 @@
+"""The dashboard server's runner: one background thread per process that trains the queue's runs
+one after another, then the trials of sweeps started on this server, one at a time, whenever this
+process's trainer is free (a run started by hand goes first; the runner waits for it)."""
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+from .. import training
+from . import studies, worker
+from .storage import SweepError
+
+POLL_SECONDS = 2.0
+
+
+class Runner:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self.sweeps: list[str] = []  # sweeps this server works on, in the order they were started
+        self.last_error: Optional[str] = None
+        self.log: list[str] = []
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._loop, name="cifar-runner", daemon=True)
+                self._thread.start()
+
+    def shutdown(self, timeout: Optional[float] = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def work_on(self, name: str) -> None:
+        """Train this sweep's trials here (after the queue) until it is done or stopped."""
+        studies.load(name)  # an unknown sweep: the error reaches the caller
+        with self._lock:
+            if name not in self.sweeps:
+                self.sweeps.append(name)
+        self.start()
+
+    def leave(self, name: str) -> None:
+        """Start no further trial of this sweep here (a running one finishes)."""
+        with self._lock:
+            if name in self.sweeps:
+                self.sweeps.remove(name)
+
+    def _note(self, line: str) -> None:
+        self.log = (self.log + [line])[-50:]
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = training.current_job() is not None and training.current_job().is_alive
+                did = 0 if busy else worker.run_worker(studies.QUEUE, stop=self._stop, max_trials=1, log=self._note)
+                for name in list(self.sweeps):
+                    if did or self._stop.is_set():
+                        break
+                    did = worker.run_worker(name, stop=self._stop, max_trials=1, log=self._note)
+                    if not did:  # done, stopped or over its time: nothing more to do here
+                        self.leave(name)
+                self.last_error = None
+            except (SweepError, OSError) as exc:  # the storage went away: say so, and try again later
+                self.last_error = str(exc)
+                did = 0
+            if not did:
+                self._stop.wait(POLL_SECONDS)
+
+
+_runner = Runner()
+
+
+def runner() -> Runner:
+    """This process's runner (started by the dashboard when a page is served)."""
+    return _runner
