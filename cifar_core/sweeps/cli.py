@@ -80,11 +80,21 @@ def _follow_worker(name: str, storage: str, out: TextIO, until_empty: bool = Tru
     return 0
 
 
+def _config(args: argparse.Namespace, config_from_args):
+    """The options' config with its data source resolved and checked now, not when a trial starts."""
+    from ..data import locate_source, resolve_source
+
+    config = config_from_args(args)
+    config = config.replace(data=resolve_source(config.data))
+    locate_source(config.data)
+    return config
+
+
 def sweep_command(args: argparse.Namespace, out: TextIO, config_from_args) -> int:
     cmd = args.sweep_command
     if cmd == "create":
         sweep = studies.create(studies.define(
-            args.name, args.space, config_from_args(args), trials=args.trials, minutes=args.minutes,
+            args.name, args.space, _config(args, config_from_args), trials=args.trials, minutes=args.minutes,
             sampler=args.sampler, pruner=args.pruner, objective=args.objective), args.storage)
         print(f"sweep {sweep.name}: {', '.join(d.spec for d in sweep.space)}; objective {sweep.objective} "
               f"({sweep.metric}); start workers with `python -m cifar_core sweep run {sweep.name}`", file=out)
@@ -111,7 +121,7 @@ def sweep_command(args: argparse.Namespace, out: TextIO, config_from_args) -> in
 def queue_command(args: argparse.Namespace, out: TextIO, config_from_args) -> int:
     cmd = args.queue_command
     if cmd == "add":
-        number = studies.enqueue(config_from_args(args), name=args.name, tags=tuple(args.tags),
+        number = studies.enqueue(_config(args, config_from_args), name=args.name, tags=tuple(args.tags),
                                  storage_url=args.storage)
         print(f"queued as #{number}; a dashboard trains it when its trainer is free, or run "
               f"`python -m cifar_core queue run`", file=out)

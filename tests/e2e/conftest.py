@@ -114,6 +114,7 @@ def _running_server(session_dir: Path, **extra_env: str) -> Iterator[Server]:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     srv = Server(url, artifacts_dir, log_path)
+    srv.process = process  # a test may kill the server outright
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
         while not _healthy(f"{url}/_stcore/health"):

@@ -76,8 +76,9 @@ def open_page(page: Page, base_url: str, path: str, title: str) -> None:
 def fill_train_form(page: Page, epochs: int, batch_size: int, train_images: int, test_images: int) -> None:
     # the server's CIFAR10_DATA; never 'keras', which would download CIFAR-10
     expect(page.get_by_role("combobox", name="Data source")).to_have_value("synthetic", timeout=PAGE_MS)
-    for label, value in (("Epochs", epochs), ("Batch size", batch_size),
-                         ("Train images", train_images), ("Test images", test_images)):
+    # the data first: it sits above the form (a time budget's plan depends on it) and reruns the page
+    for label, value in (("Train images", train_images), ("Test images", test_images),
+                         ("Epochs", epochs), ("Batch size", batch_size)):
         field = page.get_by_label(label, exact=True)
         field.fill(str(value))
         field.press("Tab")  # commit; Enter would submit the form
