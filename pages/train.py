@@ -132,7 +132,8 @@ def new_run_form() -> None:
         batch_size = st.number_input("Batch size", min_value=1, max_value=8192, value=base.batch_size,
                                      disabled=plan is not None)
         learning_rate = st.number_input("Learning rate (peak)", min_value=0.00001, max_value=1.0,
-                                        value=base.learning_rate, step=0.0005, format="%.5f")
+                                        value=base.learning_rate, step=0.0005, format="%.5f",
+                                        disabled=plan is not None)  # a plan sets it from its batch
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=base.seed)
         with st.expander("Recipe details", icon=":material/tune:"):
             recipe = recipe_inputs(base, planned=plan is not None)

@@ -122,7 +122,7 @@ def worker_process(*args: str, env_artifacts: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_two_worker_processes_share_a_sweep_and_no_trial_runs_twice(artifacts, capsys):
     code, out, err = run_cli(["sweep", "create", "pair", "--trials", "4", "--pruner", "none", "--sampler", "random",
                               "--space", "learning_rate=0.05..0.5:log", "--preset", "fast", "--epochs", "1", *TINY],
@@ -157,7 +157,7 @@ def _wait_for_running_trial(name: str, timeout: float = 120) -> optuna.trial.Fro
     raise AssertionError(f"no trial of {name} got to its first epoch within {timeout} s")
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_killed_workers_trial_is_retried_by_another_worker(artifacts, capsys):
     # the queue is a study too: kill its worker mid-run, and the next worker (a restarted server,
     # another terminal) trains that run again

@@ -96,6 +96,8 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         """What a run records in plan.json."""
         return {"budget_seconds": self.budget_seconds, "chosen": self.chosen.to_dict(),
+                "accuracy_for": "all 50,000 training images" if self.config.train_subset is None
+                else f"all 50,000 training images, not this run's {self.config.train_subset}",
                 "runners_up": [o.to_dict() for o in self.runners_up], "precision_note": self.precision_note,
                 "machine": self.probe.machine, "probe_measured_at": self.probe.measured_at,
                 "table": table.MEASURED_ON, "run_efficiency": RUN_EFFICIENCY, "startup_seconds": STARTUP_SECONDS}
@@ -116,29 +118,42 @@ def _allowed_precisions(probe: Probe, precision: str) -> set[str]:
 def options(budget_seconds: float, probe: Probe, *, precision: str = "auto",
             widths: Optional[tuple[int, int, int]] = None, num_train: int = DEFAULT_TRAIN_IMAGES,
             accuracy_table: Optional[dict] = None) -> list[Option]:
-    """Every probed airbench candidate that fits the budget, at the most epochs that fit, best first."""
-    allowed = _allowed_precisions(probe, precision)
+    """Every probed airbench candidate that fits the budget for at least its shortest measured run,
+    at the most epochs that fit, best first."""
     found = []
+    for speed, shortest in _candidates(probe, precision, widths, accuracy_table):
+        c = speed.candidate
+        epochs = int((budget_seconds - STARTUP_SECONDS) * speed.images_per_second * RUN_EFFICIENCY // num_train)
+        if epochs < shortest:
+            continue
+        # the table's epochs are of all 50,000 training images: on a subset its accuracy only ranks the options
+        found.append(Option(c, epochs, predicted_seconds(speed.images_per_second, epochs, num_train),
+                            table.expected(c.architecture, c.widths, c.batch_size, epochs, accuracy_table)))
+    return sorted(found, key=lambda o: (-o.score, o.seconds))
+
+
+def _candidates(probe: Probe, precision: str, widths: Optional[tuple[int, int, int]],
+                accuracy_table: Optional[dict]) -> list[tuple[Any, int]]:
+    """(probed speed, the fewest epochs a plan may give it) for each network a plan may choose:
+    airbench widths with a measured accuracy, in the allowed precision (and width, if fixed)."""
+    allowed = _allowed_precisions(probe, precision)
+    out = []
     for speed in probe.speeds:
         c = speed.candidate
         if c.architecture != "airbench" or c.precision not in allowed or (widths and c.widths != tuple(widths)):
             continue
-        epochs = int((budget_seconds - STARTUP_SECONDS) * speed.images_per_second * RUN_EFFICIENCY // num_train)
-        if epochs < 1:
+        shortest = table.min_epochs(c.architecture, c.widths, c.batch_size, accuracy_table)
+        if shortest is None:
             continue
-        seen = epochs * num_train / DEFAULT_TRAIN_IMAGES  # the table's epochs are of 50,000 images
-        found.append(Option(c, epochs, predicted_seconds(speed.images_per_second, epochs, num_train),
-                            table.expected(c.architecture, c.widths, c.batch_size, seen, accuracy_table)))
-    return sorted(found, key=lambda o: (-o.score, o.seconds))
+        out.append((speed, shortest))
+    return out
 
 
 def smallest_budget(probe: Probe, *, precision: str = "auto", widths: Optional[tuple[int, int, int]] = None,
-                    num_train: int = DEFAULT_TRAIN_IMAGES) -> Optional[float]:
-    """The shortest budget any candidate fits (one epoch of the fastest)."""
-    allowed = _allowed_precisions(probe, precision)
-    times = [predicted_seconds(s.images_per_second, 1, num_train) for s in probe.speeds
-             if s.candidate.architecture == "airbench" and s.candidate.precision in allowed
-             and (not widths or s.candidate.widths == tuple(widths))]
+                    num_train: int = DEFAULT_TRAIN_IMAGES, accuracy_table: Optional[dict] = None) -> Optional[float]:
+    """The shortest budget any candidate fits (its shortest measured run)."""
+    times = [predicted_seconds(s.images_per_second, shortest, num_train)
+             for s, shortest in _candidates(probe, precision, widths, accuracy_table)]
     return min(times, default=None)
 
 
@@ -159,11 +174,12 @@ def plan(budget: Any, probe: Probe, *, base: Optional[TrainConfig] = None, preci
     found = options(seconds, probe, precision=precision, widths=widths, num_train=num_train,
                     accuracy_table=accuracy_table)
     if not found:
-        least = smallest_budget(probe, precision=precision, widths=widths, num_train=num_train)
+        least = smallest_budget(probe, precision=precision, widths=widths, num_train=num_train,
+                                accuracy_table=accuracy_table)
         if least is None:
             raise PlanError("this machine's probe measured no network that matches the plan's constraints")
         raise PlanError(f"a budget of {format_seconds(seconds)} is too small for any network here: the smallest "
-                        f"possible is about {format_seconds(math.ceil(least))} (one epoch of the fastest)")
+                        f"possible is about {format_seconds(math.ceil(least))} (the shortest measured run of the fastest network)")
     best = found[0]
     others, seen = [], {best.candidate}
     for option in found[1:]:

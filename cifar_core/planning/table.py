@@ -9,7 +9,9 @@ of `shared/data` (the JPEG copy), seed 7, measured by
 (BENCHMARKS.md section 9 has the command, machine and every run). Accuracy depends on the
 network and its schedule, not on the machine; speed is the probe's business.
 Between measured lengths accuracy is interpolated linearly in log2(epochs); past the longest
-measured run it is extrapolated at half the last slope for at most two doublings (flagged).
+measured run it is extrapolated at half the last slope for at most two doublings (flagged); below
+the shortest measured run nothing is predicted (short one-cycle runs fall off steeply), so a plan
+never trains a network for fewer epochs than were measured.
 """
 from __future__ import annotations
 
@@ -19,8 +21,13 @@ from typing import Optional
 
 MEASURED_ON = "real JPEG images (shared/data), seed 7, Intel Xeon 2 cores with AMX, 2026-12-07"
 
-# (architecture, widths, batch) -> {epochs: (test accuracy, test accuracy with TTA)}, bfloat16 runs
+# (architecture, widths, batch) -> {epochs: (test accuracy, test accuracy with TTA)}, bfloat16 runs:
+# python bench/budget_table.py --data /tmp/cifar/cifar10-jpeg --grid 16,64,64@4@bfloat16 ... (BENCHMARKS.md section 9)
 ACCURACY: dict[tuple[str, tuple[int, int, int], int], dict[int, tuple[float, float]]] = {
+    ("airbench", (16, 64, 64), 512): {2: (0.7313, 0.7448), 4: (0.7900, 0.8040), 8: (0.8157, 0.8342),
+                                      16: (0.8326, 0.8532)},
+    ("airbench", (32, 128, 128), 512): {4: (0.8317, 0.8462), 8: (0.8537, 0.8679), 16: (0.8733, 0.8894)},
+    ("airbench", (64, 256, 256), 512): {4: (0.8664, 0.8737), 8: (0.8897, 0.8970)},
 }
 
 # The same run in float32 and bfloat16 (test accuracy with TTA): the A/B behind `auto`.
@@ -65,8 +72,14 @@ def expected(architecture: str, widths: tuple[int, int, int], batch_size: int, e
              table: Optional[dict] = None) -> Optional[Expected]:
     """The accuracy a run of that network and length is expected to reach; None if never measured."""
     points = (ACCURACY if table is None else table).get((architecture, tuple(widths), batch_size))
-    if not points or epochs <= 0:
+    if not points or epochs < min(points):
         return None
     plain, extrapolated = _at({e: v[0] for e, v in points.items()}, epochs)
     tta, _ = _at({e: v[1] for e, v in points.items()}, epochs)
     return Expected(max(0.1, min(1.0, plain)), max(0.1, min(1.0, tta)), extrapolated)
+
+
+def min_epochs(architecture: str, widths: tuple[int, int, int], batch_size: int, table: Optional[dict] = None) -> Optional[int]:
+    """The shortest measured run of that network (None: never measured)."""
+    points = (ACCURACY if table is None else table).get((architecture, tuple(widths), batch_size))
+    return min(points) if points else None

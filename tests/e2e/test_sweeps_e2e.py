@@ -54,6 +54,7 @@ def _queue_runs(artifacts) -> list[dict]:
     return found
 
 
+@pytest.mark.heavy  # two servers of its own
 def test_a_queued_run_survives_its_server_being_killed(tmp_path, browser):
     artifacts = tmp_path / "artifacts"
     for folder in ("first", "second"):
