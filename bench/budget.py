@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 PEER = Path(__file__).resolve().parent / "peer_airbench_torch.py"
-CALIBRATION_RUNS = (("16,64,64", 4), ("32,128,128", 2), ("64,256,256", 1))
+CALIBRATION_RUNS = (("16,64,64", 3), ("32,128,128", 2), ("64,256,256", 2))
 
 
 def lab(*args: str) -> subprocess.CompletedProcess:

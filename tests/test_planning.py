@@ -86,10 +86,10 @@ def test_a_plan_never_runs_past_its_budget(artifacts, budget, scale):
 
 
 def test_an_impossible_budget_names_the_smallest_possible(artifacts):
-    with pytest.raises(planner.PlanError, match=r"too small .* the smallest possible is about 2.0 min"):
+    with pytest.raises(planner.PlanError, match=r"too small .* the smallest possible is about 106 s"):
         planner.plan("10s", make_probe(1.0), precision="float32", accuracy_table=TABLE)
     least = planner.smallest_budget(make_probe(1.0), precision="float32", accuracy_table=TABLE)
-    # quarter width at 1,000 img/s for its shortest measured run, 2 epochs: 4 s + 100,000 / 850 s
+    # quarter width at 1,000 img/s for its shortest measured run, 2 epochs: 3 s + 100,000 / 980 s
     assert least == pytest.approx(planner.STARTUP_SECONDS + 2 * 50_000 / (1000 * planner.RUN_EFFICIENCY))
     smallest = planner.plan(least + 1, make_probe(1.0), precision="float32", accuracy_table=TABLE)
     assert smallest.chosen.epochs == 2 and smallest.chosen.candidate.widths == QUARTER
