@@ -29,6 +29,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    "with --budget: the Fast recipe)")
     p.add_argument("--epochs", type=int, help="passes over the training set")
     p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument("--steps-per-epoch", type=int, help="steps per epoch, fewer than a pass (default: a full pass)")
     p.add_argument("--learning-rate", type=float, help="peak learning rate")
     p.add_argument("--dropout", type=float, help="rate of every Dropout layer")
     p.add_argument("--seed", type=int, default=TrainConfig().seed, help="random seed (default %(default)s)")
@@ -55,7 +56,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The preset's config with every option the user gave applied on top."""
-    names = ("epochs", "batch_size", "learning_rate", "dropout", "seed", "data", "train_subset", "test_subset",
+    names = ("epochs", "batch_size", "steps_per_epoch", "learning_rate", "dropout", "seed", "data", "train_subset", "test_subset",
              "architecture", "widths", "optimizer", "weight_decay", "lr_schedule", "warmup_epochs",
              "label_smoothing", "augment", "weight_averaging", "early_stopping_patience", "tta", "precision")
     given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}

@@ -24,6 +24,9 @@ class TrainConfig:
     train_subset: Optional[int] = None  # use only this many training images (None: all)
     test_subset: Optional[int] = None  # validate and evaluate on this many test images (None: all)
     validation_batch_size: int = 256  # images per step when validating; does not change results
+    # optimizer steps per epoch, at most one pass over the training images (None: one full pass); a
+    # time budget's plan sets it so that its epochs fill the budget (the data streams on across epochs)
+    steps_per_epoch: Optional[int] = None
     # --- the recipe (cifar_core/presets.py fills these; each knob also works on its own) ---
     preset: str = "assignment"  # the preset this config started from ("custom" once edited by hand)
     architecture: str = "assignment"  # assignment | assignment_bn | airbench (cifar_core/models/)
@@ -60,7 +63,7 @@ class TrainConfig:
         need_int("batch_size", 1, 8192)
         need_int("seed", 0, 2**31 - 1)
         need_int("validation_batch_size", 1, 8192)
-        for name in ("train_subset", "test_subset"):
+        for name in ("train_subset", "test_subset", "steps_per_epoch"):
             if getattr(self, name) is not None:
                 need_int(name, 1, 10_000_000)
         lr = self.learning_rate

@@ -244,6 +244,8 @@ def train(model, cluster: Cluster, train_ds, val_ds, callbacks: list, config: Tr
     if not cluster.custom_loop:
         model.fit(train_ds, epochs=config.epochs, initial_epoch=initial_epoch, validation_data=val_ds,
                   validation_freq=1 if validate_last_epoch else list(range(1, config.epochs)),
+                  # fewer steps than a pass: Keras carries the iterator on into the next epoch
+                  steps_per_epoch=config.steps_per_epoch and steps_per_epoch,
                   callbacks=callbacks, verbose=0, shuffle=False)  # tf.data shuffles
         return
     import tensorflow as tf

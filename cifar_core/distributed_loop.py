@@ -129,6 +129,8 @@ class Loop:
             hooks.on_epoch_begin(epoch)
             sums = _EpochSums()
             for step, ((x, y), images) in enumerate(self._shares(train_ds)):
+                if step >= steps:  # a plan's shorter epoch (TrainConfig.steps_per_epoch)
+                    break
                 self._check_stop()
                 hooks.on_train_batch_begin(step)
                 sums.add(*self._train_step(x, y, tf.constant(images, tf.float32)), images)

@@ -26,7 +26,8 @@ class Preset:
 
 
 # What a budget's plan decides; the rest of a budget preset's recipe is fixed (or follows from these).
-PLANNED_FIELDS = ("architecture", "widths", "batch_size", "precision", "epochs", "warmup_epochs", "learning_rate")
+PLANNED_FIELDS = ("architecture", "widths", "batch_size", "precision", "epochs", "steps_per_epoch", "warmup_epochs",
+                  "learning_rate")
 WARMUP_SHARE = 0.23  # airbench's warm-up: 23% of the steps
 
 
@@ -93,7 +94,7 @@ def matching_preset(config: TrainConfig) -> str:
         base = preset_config(name)
         if PRESETS[name].budget_seconds or config.preset == "budget":  # any plan of the recipe
             base = base.replace(widths=config.widths, batch_size=config.batch_size, precision=config.precision,
-                                epochs=config.epochs, learning_rate=airbench_learning_rate(config.batch_size),
+                                epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, learning_rate=airbench_learning_rate(config.batch_size),
                                 warmup_epochs=round(WARMUP_SHARE * config.epochs, 3))
         if all(getattr(base, f) == getattr(config, f) for f in recipe_fields()):
             return "budget" if config.preset == "budget" and PRESETS[name].budget_seconds else name

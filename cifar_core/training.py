@@ -130,7 +130,10 @@ class TrainingJob:
         keras.utils.set_random_seed(cfg.seed)
         train_ds = make_tf_dataset(data.x_train, data.y_train, cfg.batch_size, shuffle_seed=cfg.seed)
         val_ds = make_tf_dataset(data.x_test, data.y_test, cfg.validation_batch_size)
-        batches = int(tf.data.experimental.cardinality(train_ds))
+        batches = int(tf.data.experimental.cardinality(train_ds))  # one pass over the training images ...
+        if cfg.steps_per_epoch and cfg.steps_per_epoch < batches:  # ... or fewer steps (a budget's plan):
+            batches = cfg.steps_per_epoch  # the data streams on across epochs, reshuffled at each pass's end
+            train_ds = train_ds.repeat()
         model = distributed.build_model(cfg, data.x_train, batches, self._resume_from)  # under the strategy
         runs.update_status(self.run_dir, distribution=cluster.record(cfg), precision={"used": precision, "why": why})
         initial_epoch = self.state.get("initial_epoch")

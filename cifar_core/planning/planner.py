@@ -63,12 +63,20 @@ def format_seconds(seconds: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One candidate network trained for as many epochs as fit the budget."""
+    """One candidate network trained for as many steps as fit the budget, in whole epochs of
+    `steps_per_epoch` steps (a full pass, or fewer so the last of them ends on time)."""
 
     candidate: Candidate
     epochs: int
+    steps_per_epoch: int
+    full_steps: int  # steps of one full pass over the training images
     seconds: float  # predicted training seconds
     expected: Optional[table.Expected]  # None: no measured accuracy for this network
+
+    @property
+    def passes(self) -> float:
+        """How many full passes over the training images the run makes."""
+        return self.epochs * self.steps_per_epoch / self.full_steps
 
     @property
     def score(self) -> float:
@@ -77,8 +85,8 @@ class Option:
     def to_dict(self) -> dict[str, Any]:
         c = self.candidate
         out = {"architecture": c.architecture, "widths": list(c.widths), "batch_size": c.batch_size,
-               "precision": c.precision, "epochs": self.epochs, "label": c.label,
-               "predicted_seconds": round(self.seconds, 1)}
+               "precision": c.precision, "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch,
+               "passes": round(self.passes, 3), "label": c.label, "predicted_seconds": round(self.seconds, 1)}
         if self.expected:
             out.update(predicted_accuracy=round(self.expected.accuracy, 4),
                        predicted_accuracy_tta=round(self.expected.accuracy_tta, 4),
@@ -105,8 +113,19 @@ class Plan:
                 "table": table.MEASURED_ON, "run_efficiency": RUN_EFFICIENCY, "startup_seconds": STARTUP_SECONDS}
 
 
-def predicted_seconds(images_per_second: float, epochs: int, num_train: int) -> float:
+def predicted_seconds(images_per_second: float, epochs: float, num_train: int) -> float:
     return STARTUP_SECONDS + epochs * num_train / (images_per_second * RUN_EFFICIENCY)
+
+
+def fill(budget_seconds: float, images_per_second: float, batch_size: int, num_train: int) -> tuple[int, int, int]:
+    """(epochs, steps per epoch, steps of a full pass) that use the budget to within a few steps:
+    whole passes where they fit exactly, else the fewest epochs of equal, slightly shorter ones."""
+    full = math.ceil(num_train / batch_size)
+    total = int((budget_seconds - STARTUP_SECONDS) * images_per_second * RUN_EFFICIENCY // batch_size)
+    if total < 1:
+        return 0, full, full
+    epochs = math.ceil(total / full)
+    return epochs, min(full, total // epochs), full
 
 
 def _allowed_precisions(probe: Probe, precision: str) -> set[str]:
@@ -125,12 +144,15 @@ def options(budget_seconds: float, probe: Probe, *, precision: str = "auto",
     found = []
     for speed, shortest in _candidates(probe, precision, widths, accuracy_table):
         c = speed.candidate
-        epochs = int((budget_seconds - STARTUP_SECONDS) * speed.images_per_second * RUN_EFFICIENCY // num_train)
-        if epochs < shortest:
+        epochs, steps, full = fill(budget_seconds, speed.images_per_second, c.batch_size, num_train)
+        passes = epochs * steps / full
+        if passes < shortest:
             continue
-        # the table's epochs are of all 50,000 training images: on a subset its accuracy only ranks the options
-        found.append(Option(c, epochs, predicted_seconds(speed.images_per_second, epochs, num_train),
-                            table.expected(c.architecture, c.widths, c.batch_size, epochs, accuracy_table)))
+        images = epochs * steps * c.batch_size
+        seconds = STARTUP_SECONDS + images / (speed.images_per_second * RUN_EFFICIENCY)
+        # the table's epochs are passes over all 50,000 training images: on a subset it only ranks the options
+        found.append(Option(c, epochs, steps, full, seconds,
+                            table.expected(c.architecture, c.widths, c.batch_size, passes, accuracy_table)))
     return sorted(found, key=lambda o: (-o.score, o.seconds))
 
 
@@ -191,8 +213,8 @@ def plan(budget: Any, probe: Probe, *, base: Optional[TrainConfig] = None, preci
     c = best.candidate
     recipe = c.config()
     decided = dict(architecture="airbench", widths=c.widths, batch_size=c.batch_size, precision=c.precision,
-                   epochs=best.epochs, warmup_epochs=round(WARMUP_SHARE * best.epochs, 3),
-                   learning_rate=recipe.learning_rate)
+                   epochs=best.epochs, steps_per_epoch=None if best.steps_per_epoch == best.full_steps else best.steps_per_epoch,
+                   warmup_epochs=round(WARMUP_SHARE * best.epochs, 3), learning_rate=recipe.learning_rate)
     template = {f: getattr(recipe, f) for f in recipe_fields()} if base.architecture != "airbench" else {}
     config = base.replace(**{**template, **decided})
     note = resolve_precision(precision, config, probe)[1] if precision == "auto" else "chosen"
@@ -221,8 +243,10 @@ def preset_expectation(name: str, probe: Optional[Probe]) -> str:
 
 
 def describe_option(option: Option) -> str:
-    """'airbench half width, batch 512, bfloat16 for 12 epochs: about 4.8 min, 88.1% with TTA'."""
-    text = f"{option.candidate.label}, {option.epochs} epochs: about {format_seconds(option.seconds)} of training"
+    """'airbench half width, batch 512, bfloat16, 12 epochs: about 4.8 min of training, 88.1% ...'."""
+    shorter = "" if option.steps_per_epoch == option.full_steps else \
+        f" of {option.steps_per_epoch} steps ({option.passes:.2f} passes over the data)"
+    text = f"{option.candidate.label}, {option.epochs} epochs{shorter}: about {format_seconds(option.seconds)} of training"
     if option.expected:
         text += (f", {option.expected.accuracy:.1%} ({option.expected.accuracy_tta:.1%} with TTA) expected"
                  + (" (extrapolated past the measured runs)" if option.expected.extrapolated else ""))
