@@ -10,7 +10,7 @@ import streamlit as st
 from cifar_core import presets
 from cifar_core.config import TrainConfig
 from cifar_core.planning import machine, planner
-from cifar_core.planning.probe import Probe, ProbeError, load_probe, run_probe
+from cifar_core.planning.probe import Probe, ProbeError, run_probe
 
 from . import access
 
@@ -32,7 +32,7 @@ def measure_button(busy: bool, label: str = "Measure this machine") -> None:
         bar.progress(done / total, text=f"Measuring {done + 1}/{total}: {text}")
 
     try:
-        probe = run_probe(on_progress=progress)
+        run_probe(on_progress=progress)
     except ProbeError as exc:
         st.error(str(exc), icon=":material/error:")
         return

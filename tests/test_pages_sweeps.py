@@ -10,6 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from cifar_core import runs
+from cifar_core.config import TrainConfig
 from cifar_core.sweeps import studies
 from cifar_core.sweeps.runner import runner
 from cifar_core.sweeps.storage import open_storage
@@ -111,8 +112,7 @@ def test_locked_and_read_only_labs_offer_no_sweep_or_queue_action(artifacts, mon
         monkeypatch.setenv("CIFAR_LAB_PASSWORD", "s3cret")
     else:
         monkeypatch.setenv("CIFAR_LAB_READONLY", "1")
-    studies.create(studies.define("watched", ["dropout=0,0.1"], __import__("cifar_core").config.TrainConfig(),
-                                  trials=2, sampler="grid"))
+    studies.create(studies.define("watched", ["dropout=0,0.1"], TrainConfig(), trials=2, sampler="grid"))
     at = open_page("pages/sweeps.py")
     labels = {b.label: b for b in at.button}
     if locked == "readonly":

@@ -9,7 +9,7 @@ import time
 import keras
 import pytest
 
-from cifar_core import cli, training
+from cifar_core import cli
 from cifar_core.config import TrainConfig
 from cifar_core.planning import machine, planner, probe as probing, table
 from cifar_core.planning.probe import AIRBENCH_WIDTHS, Candidate, Probe, Speed
@@ -92,13 +92,24 @@ def test_an_impossible_budget_names_the_smallest_possible(artifacts):
     # quarter width at 1,000 img/s for its shortest measured run, 2 epochs: 3 s + 100,000 / 980 s
     assert least == pytest.approx(planner.STARTUP_SECONDS + 2 * 50_000 / (1000 * planner.RUN_EFFICIENCY))
     smallest = planner.plan(least + 1, make_probe(1.0), precision="float32", accuracy_table=TABLE)
-    assert smallest.chosen.epochs == 2 and smallest.chosen.candidate.widths == QUARTER
+    assert smallest.chosen.passes >= 2 and smallest.chosen.candidate.widths == QUARTER
 
 
 def test_a_plan_never_trains_a_network_for_fewer_epochs_than_were_measured(artifacts):
     for budget in (150, 300, 900):
         for option in planner.options(budget, make_probe(1.0), precision="float32", accuracy_table=TABLE):
-            assert option.epochs >= min(TABLE[("airbench", option.candidate.widths, 512)])
+            assert option.passes >= min(TABLE[("airbench", option.candidate.widths, 512)])
+
+
+@pytest.mark.parametrize("budget", [61, 120, 300, 901, 3600])
+def test_a_plan_fills_its_budget_to_within_a_step_in_equal_epochs(artifacts, budget):
+    p = planner.plan(budget, make_probe(1.0), precision="float32", accuracy_table=TABLE)
+    option, ips = p.chosen, next(s.images_per_second for s in make_probe(1.0).speeds if s.candidate == p.chosen.candidate)
+    step_seconds = option.candidate.batch_size / (ips * planner.RUN_EFFICIENCY)
+    assert budget - (option.epochs + 1) * step_seconds <= option.seconds <= budget  # at most a step per epoch left over
+    assert option.steps_per_epoch <= option.full_steps == 98  # 50,000 images, batch 512
+    assert (p.config.steps_per_epoch or option.full_steps) == option.steps_per_epoch
+    assert p.config.epochs == option.epochs
 
 
 def test_the_plan_schedule_is_laid_over_exactly_the_planned_epochs(artifacts):
@@ -230,6 +241,12 @@ def test_a_budgeted_run_records_its_plan_and_outcome(artifacts, capsys, bf16_ok)
     assert outcome["over_budget"] == pytest.approx(outcome["train_seconds"] / 40 - 1, abs=3e-3)  # both rounded
     assert 0 <= outcome["test_accuracy"] <= 1 and "test_accuracy_tta" in outcome
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the trainer's policy stayed in its thread
-    from cifar_core import runs
+    from cifar_core import models, runs
+    models.register_custom_objects()
+    saved = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    full = -(-600 // config["batch_size"])
+    assert int(saved.optimizer.iterations.numpy()) == config["epochs"] * (config["steps_per_epoch"] or full)
+    assert recorded["chosen"]["steps_per_epoch"] == (config["steps_per_epoch"] or full)
+    assert saved.get_layer("block1_conv1").dtype_policy.name == "mixed_bfloat16"
     run = runs.load_run(run_dir.name)
     assert run.plan["outcome"]["status"] == "completed"

@@ -21,7 +21,7 @@ from cifar_core import cli, runs
 from cifar_core.config import TrainConfig
 from cifar_core.presets import preset_config
 from cifar_core.sweeps import space, studies, worker
-from cifar_core.sweeps.storage import SweepError, open_storage
+from cifar_core.sweeps.storage import open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--data", "synthetic", "--train-subset", "300", "--test-subset", "100", "--batch-size", "32"]
@@ -206,7 +206,7 @@ def test_pruning_stops_a_trial_whose_validation_accuracy_lags(artifacts):
     assert {1, 2} <= set(good1.intermediate_values)
 
 
-def test_a_failing_trial_is_marked_failed_with_its_reason_and_the_sweep_goes_on(artifacts, monkeypatch):
+def test_a_failing_trial_is_marked_failed_with_its_reason_and_the_sweep_goes_on(artifacts):
     sweep = studies.create(studies.define("fails", ["data=synthetic,/nonexistent/cifar"],
                                           preset_config("fast", epochs=1, **TINY_CONFIG), trials=2,
                                           pruner="none", sampler="grid"))
