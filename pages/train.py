@@ -157,7 +157,8 @@ def new_run_form() -> None:
                 config = config.replace(**{f: getattr(plan.config, f) for f in PLANNED_FIELDS})
             if queue:
                 data.locate_source(config.data)  # a typo in the path: refused now, not when its turn comes
-                number = studies.enqueue(config, name=run_name.strip(), tags=tuple(runs.clean_meta(tags=run_tags)["tags"]))
+                number = studies.enqueue(config, name=run_name.strip(), tags=tuple(runs.clean_meta(tags=run_tags)["tags"]),
+                                         plan=plan.to_dict() if plan else None)
                 st.success(f"Queued as #{number}: it trains when the trainer is free (Sweeps page shows the queue).",
                            icon=":material/queue:")
             else:

@@ -97,13 +97,16 @@ def test_add_to_queue_from_train_lists_on_sweeps_and_removes(artifacts):
 def test_the_servers_runner_trains_the_queue(artifacts):
     from cifar_core.presets import preset_config
 
+    plan = {"budget_seconds": 60.0, "chosen": {"label": "a plan made when it was queued", "predicted_seconds": 30.0}}
     studies.enqueue(preset_config("assignment", epochs=1, data="synthetic", train_subset=200, test_subset=100,
-                                  batch_size=32), name="from the queue")
+                                  batch_size=32), name="from the queue", plan=plan)
     runner().start()
     wait_until(lambda: any(r.name == "from the queue" and r.status == "completed" for r in runs.list_runs()),
                180, "the queued run to be trained")
     sweep, study = studies.load(studies.QUEUE)
     assert [r["state"] for r in studies.trial_rows(sweep, study)] == ["complete"]
+    trained = next(r for r in runs.list_runs() if r.name == "from the queue")
+    assert trained.plan["chosen"] == plan["chosen"] and trained.plan["outcome"]["status"] == "completed"
 
 
 @pytest.mark.parametrize("locked", ["password", "readonly"])

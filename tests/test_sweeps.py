@@ -187,7 +187,7 @@ def test_a_killed_workers_trial_is_retried_by_another_worker(artifacts, capsys):
     assert retried.user_attrs["run_id"] != started.user_attrs["run_id"]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_pruning_stops_a_trial_whose_validation_accuracy_lags(artifacts):
     base = preset_config("fast", epochs=3, **TINY_CONFIG).replace(warmup_epochs=0.5)
     sweep = studies.create(studies.define("prune", ["learning_rate=0.000001..0.5:log"], base, trials=3,
@@ -219,6 +219,7 @@ def test_a_failing_trial_is_marked_failed_with_its_reason_and_the_sweep_goes_on(
 
 # --- the queue ---------------------------------------------------------------------------------
 
+@pytest.mark.heavy  # a second process
 def test_the_queue_adds_lists_removes_and_survives_a_new_process(artifacts, capsys):
     for name in ("first", "second"):
         code, out, err = run_cli(["queue", "add", "--epochs", "1", "--name", name, *TINY], capsys)

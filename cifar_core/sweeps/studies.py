@@ -175,11 +175,13 @@ def ensure_queue(storage) -> None:
             study.set_user_attr(key, value)
 
 
-def enqueue(config: TrainConfig, *, name: str = "", tags: tuple[str, ...] = (), storage_url: Optional[str] = None) -> int:
-    """Add a configured run to the queue; returns its queue number."""
+def enqueue(config: TrainConfig, *, name: str = "", tags: tuple[str, ...] = (), storage_url: Optional[str] = None,
+            plan: Optional[dict[str, Any]] = None) -> int:
+    """Add a configured run to the queue (with its time budget's plan, if it has one); returns its
+    queue number."""
     _, study = load(QUEUE, storage_url)
     study.enqueue_trial({}, user_attrs={"config": config.to_dict(), "name": name, "tags": list(tags),
-                                        "added_at": time.time()})
+                                        "added_at": time.time(), **({"plan": plan} if plan else {})})
     return max(t.number for t in study.get_trials(deepcopy=False))
 
 

@@ -73,7 +73,7 @@ def recover_stale(study) -> list[int]:
         except Exception:  # noqa: BLE001 - another worker failed it first (or it just finished)
             continue
         params = dict(t.params)
-        attrs = {k: v for k, v in t.user_attrs.items() if k in ("config", "name", "tags", "added_at")}
+        attrs = {k: v for k, v in t.user_attrs.items() if k in ("config", "name", "tags", "added_at", "plan")}
         study.enqueue_trial(params, user_attrs={**attrs, "retry_of": t.number})
         recovered.append(t.number)
     return recovered
@@ -159,7 +159,7 @@ def _train_trial(sweep: studies.Sweep, trial, storage_url: Optional[str], log: C
         if sweep.kind == "sweep" and sweep.pruner != "none" else []
     record = {"name": sweep.name, "trial": trial.number, "storage": describe(storage_url)}
     try:
-        job = training.start_job(config, name=run_name, tags=tags, callbacks=callbacks,
+        job = training.start_job(config, name=run_name, tags=tags, callbacks=callbacks, plan=trial.user_attrs.get("plan"),
                                  on_created=lambda j: (holder.update(job=j),
                                                        runs.update_status(j.run_dir, sweep=record)))
     except (training.JobBusyError, runs.RunError, DataError, ValueError) as exc:
