@@ -45,7 +45,7 @@ def _no_job_left_running():
     if job is not None and job.is_alive:
         job.stop()
         assert job.join(120), "a training job did not stop within 120 s"
-    runner().shutdown(timeout=60)
+    assert runner().shutdown(timeout=60), "the sweep runner did not end within 60 s of its job"
 
 
 @pytest.fixture(scope="session")

@@ -124,8 +124,11 @@ def fill(budget_seconds: float, images_per_second: float, batch_size: int, num_t
     total = int((budget_seconds - STARTUP_SECONDS) * images_per_second * RUN_EFFICIENCY // batch_size)
     if total < 1:
         return 0, full, full
-    epochs = math.ceil(total / full)
-    return epochs, min(full, total // epochs), full
+    layouts = []  # whole passes only, or one more epoch of equal, shorter ones: the one training longer
+    for epochs in {max(1, total // full), math.ceil(total / full)}:
+        layouts.append((epochs * min(full, total // epochs), -epochs, min(full, total // epochs)))
+    steps_total, minus_epochs, steps = max(layouts)
+    return -minus_epochs, steps, full
 
 
 def _allowed_precisions(probe: Probe, precision: str) -> set[str]:

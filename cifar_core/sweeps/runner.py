@@ -29,10 +29,16 @@ class Runner:
                 self._thread = threading.Thread(target=self._loop, name="cifar-runner", daemon=True)
                 self._thread.start()
 
-    def shutdown(self, timeout: Optional[float] = None) -> None:
+    def shutdown(self, timeout: Optional[float] = None) -> bool:
+        """Start no further trial; wait up to `timeout` for the thread. True once it has ended."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        return not self.running
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def work_on(self, name: str) -> None:
         """Train this sweep's trials here (after the queue) until it is done or stopped."""
