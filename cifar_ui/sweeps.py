@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from cifar_core.sweeps import studies
 
-EXAMPLE_SPACE = "learning_rate=0.2..1.2:log\nlabel_smoothing=0..0.3\nweight_decay=0.002..0.02:log"
+EXAMPLE_SPACE = "learning_rate=0.2..1.0:log\nlabel_smoothing=0..0.3\nweight_decay=0.002..0.02:log"
 
 
 def trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
