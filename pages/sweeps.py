@@ -31,8 +31,8 @@ def open_run_link(run_id: Optional[str]) -> None:
         cols[2].page_link(nav.RUNS.path, label="Runs", icon=nav.RUNS.icon)
 
 
-def new_sweep_form() -> None:
-    with st.expander("New sweep", icon=":material/add:", expanded=not studies.names()):
+def new_sweep_form(first: bool) -> None:
+    with st.expander("New sweep", icon=":material/add:", expanded=first):
         with st.form("new_sweep"):
             c1, c2 = st.columns(2)
             name = c1.text_input("Sweep name", placeholder="e.g. lr-smoothing")
@@ -152,13 +152,13 @@ def sweep_section(name: str) -> None:
     live()
 
 
-if not viewer:
-    new_sweep_form()
 try:
-    known = studies.names()
+    known = studies.names()  # one read of the storage per run of the page
 except SweepError as exc:
     st.error(str(exc), icon=":material/error:")
     known = []
+if not viewer:
+    new_sweep_form(first=not known)
 if known:
     st.subheader("Sweep", divider="gray")
     remembered = st.session_state.get("cifar_sweep")

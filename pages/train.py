@@ -33,7 +33,7 @@ busy = job is not None and (job.is_alive or snap.is_active)
 form_col, job_col = st.columns([1, 2], gap="large")
 
 
-def recipe_inputs(base: TrainConfig, planned: bool) -> dict:
+def recipe_inputs(base: TrainConfig, planned: bool, probe) -> dict:
     """The recipe's knobs, filled from the preset (or the budget's plan, whose choices are shown
     but not editable); returns TrainConfig fields."""
     def choice(label: str, options: tuple, value: str, **kw) -> str:
@@ -50,7 +50,7 @@ def recipe_inputs(base: TrainConfig, planned: bool) -> dict:
     out["precision"] = choice("Precision", PRECISIONS, base.precision, disabled=planned,
                               help="bfloat16 / float16: Keras mixed precision (float32 weights, 16-bit arithmetic); "
                                    "auto: 16-bit where this machine's probe measured it worth it. "
-                                   + precision_speedup_text())
+                                   + precision_speedup_text(probe))
     out["activation"] = choice("Activation", ("relu", "gelu"), base.activation)
     out["whitening"] = st.checkbox("Patch-whitening first layer (airbench)", value=base.whitening)
     out["dropout"] = st.slider("Dropout", min_value=0.0, max_value=0.9, value=base.dropout, step=0.05)
@@ -82,9 +82,8 @@ def recipe_inputs(base: TrainConfig, planned: bool) -> dict:
 allowed = access.can_act()  # cifar_ui/access.py: read-only viewers get no form, a locked lab a disabled one
 
 
-def precision_speedup_text() -> str:
+def precision_speedup_text(probe) -> str:
     """The assignment network's measured bfloat16 speed-up on this machine, where probed."""
-    probe = load_probe()
     ratio = probe and probe.speedup("assignment", TrainConfig().widths, TrainConfig().batch_size, "bfloat16")
     return f"Measured here: bfloat16 trains the assignment's network {ratio:.2f}x as fast." if ratio else ""
 
@@ -136,7 +135,7 @@ def new_run_form() -> None:
                                         disabled=plan is not None)  # a plan sets it from its batch
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=base.seed)
         with st.expander("Recipe details", icon=":material/tune:"):
-            recipe = recipe_inputs(base, planned=plan is not None)
+            recipe = recipe_inputs(base, planned=plan is not None, probe=probe)
         waiting = minutes > 0 and plan is None  # a budget without a plan: no probe, or an impossible budget
         b1, b2 = st.columns(2)
         start = b1.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
