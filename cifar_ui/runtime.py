@@ -41,7 +41,9 @@ def start_runner() -> bool:
     script, where nothing should train behind the test's back); True when it runs."""
     from streamlit.runtime import Runtime
 
-    if not Runtime.exists():
+    # AppTest installs a MagicMock(spec=Runtime) as the instance while a script runs, so
+    # Runtime.exists() alone is true under tests too; only a real server's instance is a Runtime
+    if not Runtime.exists() or type(Runtime.instance()) is not Runtime:
         return False
     from cifar_core.sweeps.runner import runner
 

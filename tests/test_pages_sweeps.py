@@ -77,6 +77,13 @@ def test_stop_on_the_page_stops_the_sweep_for_every_worker(artifacts):
     assert studies.load("to-stop")[0].stopped and widget(at.button, "Start on this server").disabled
 
 
+def test_pages_under_apptest_start_no_runner_behind_the_tests_back(artifacts):
+    """AppTest mocks Streamlit's Runtime while a script runs; only a served lab trains its queue
+    (the e2e queue test shows a real server does)."""
+    open_page("pages/sweeps.py")
+    assert not runner().running
+
+
 def test_add_to_queue_from_train_lists_on_sweeps_and_removes(artifacts):
     at = open_page("pages/train.py")
     widget(at.number_input, "Train images").set_value(300)
