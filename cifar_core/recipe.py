@@ -98,11 +98,15 @@ def lookahead_decay(step: int, total_steps: int, final_decay: float) -> float:
 def make_lookahead(config: TrainConfig, steps_per_epoch: int):
     import keras
 
-    total = config.epochs * steps_per_epoch
-
     class Lookahead(keras.callbacks.Callback):
         """Every LOOKAHEAD_EVERY steps: slow = lerp(slow, fast, 1 - decay); fast = slow.
         The slow copy starts from the weights fit starts with (a resumed run's checkpoint)."""
+
+        total = config.epochs * steps_per_epoch
+
+        def set_total_steps(self, steps: float) -> None:
+            """Reach the final averaging at `steps` (a time budget's pacer moved the run's end)."""
+            self.total = int(steps)
 
         def on_train_begin(self, logs=None):
             self._slow = [np.array(v) for v in self.model.weights]
@@ -111,7 +115,7 @@ def make_lookahead(config: TrainConfig, steps_per_epoch: int):
             step = int(self.model.optimizer.iterations.numpy())
             if step % LOOKAHEAD_EVERY:
                 return
-            decay = lookahead_decay(step, total, config.averaging_decay)
+            decay = lookahead_decay(step, self.total, config.averaging_decay)
             for slow, var in zip(self._slow, self.model.weights):
                 if not np.issubdtype(slow.dtype, np.floating):
                     continue

@@ -30,8 +30,12 @@ class TrainingJob:
 
     def __init__(self, config: TrainConfig, run_dir: Path, *, dataset: Optional[Dataset] = None,
                  history: Optional[dict[str, list[float]]] = None, initial_epoch: int = 0,
-                 resume_from: Optional[Path] = None, callbacks: Sequence[Any] = ()):
+                 resume_from: Optional[Path] = None, callbacks: Sequence[Any] = (),
+                 budget_seconds: Optional[float] = None):
         self.config = config
+        # a time budget's run is paced to end on time (planning/pacing.py); its report ends in plan.json
+        self.budget_seconds = budget_seconds
+        self.pacing: Optional[dict[str, Any]] = None
         self.cluster = distributed.current()  # where it trains; only the chief writes the run folder
         self.run_dir = run_dir
         self.run_id = run_dir.name
@@ -153,6 +157,9 @@ class TrainingJob:
                      distributed.on_one_device(make_evolution_callback(self, data.x_test, data.y_test, initial_epoch),
                                                cfg, data.x_train),
                      *recipe_callbacks(cfg, batches), board, *self.extra_callbacks]
+        pacer = self._pacer(callbacks, batches, initial_epoch)
+        if pacer is not None:
+            callbacks.append(pacer)
         stopped = False
         if initial_epoch < cfg.epochs:
             try:
@@ -162,6 +169,8 @@ class TrainingJob:
                 stopped = True
             finally:
                 board.close()
+                if pacer is not None:
+                    self.pacing = pacer.report
         if not cluster.is_chief:  # the chief saves and evaluates the run; this worker's copy goes with its scratch
             self._finish("stopped" if stopped else "completed", message="Finished; the chief saved the run")
             return
@@ -178,6 +187,18 @@ class TrainingJob:
                                  batch_size=cfg.validation_batch_size, model_stamp=stamp,
                                  probabilities=None if stopped else self.final_probabilities)
         self._finish("stopped" if stopped else "completed", metrics=metrics)
+
+    def _pacer(self, callbacks: list, batches: int, initial_epoch: int):
+        """The budget's pacer, for a budgeted run on one worker (workers pacing apart would stop at
+        different steps and leave each other waiting in the all-reduce)."""
+        if not self.budget_seconds or self.cluster.num_workers > 1:
+            return None
+        from .planning.pacing import make_pacer
+
+        before = (self.state.get("history").get("train_seconds") or [0.0])[-1]
+        return make_pacer(self.budget_seconds, self.config.epochs * batches, steps_per_epoch=batches,
+                          initial_epoch=initial_epoch, trained_before=before,
+                          followers=[c for c in callbacks if hasattr(c, "set_total_steps")])
 
     def _finish(self, status: str, *, error: Optional[str] = None, detail: Optional[str] = None,
                 metrics: Optional[dict[str, Any]] = None, message: Optional[str] = None) -> None:
@@ -201,7 +222,7 @@ class TrainingJob:
             # status anyway (load_run lays it over the file and writes it once there is room).
             runs.keep_unsaved_status(self.run_dir, fields)
         runs.release_space(self.run_dir)
-        record_outcome(self.run_dir, status, self.state.snapshot().history, metrics)
+        record_outcome(self.run_dir, status, self.state.snapshot().history, metrics, pacing=self.pacing)
         self.state.update(status=status, message=message or messages[status], finished_at=now, error=error,
                           metrics=metrics, eta_seconds=0.0 if status == "completed" else None)
 
@@ -264,7 +285,8 @@ def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: s
         run_dir = distributed.create_run(config, name=name, tags=tags)  # a worker's: a throwaway one
         if plan is not None:
             runs.write_json(run_dir / PLAN_FILE, plan)
-        job = TrainingJob(config, run_dir, dataset=dataset, callbacks=callbacks)
+        job = TrainingJob(config, run_dir, dataset=dataset, callbacks=callbacks,
+                          budget_seconds=(plan or {}).get("budget_seconds"))
         _current = job
         if on_created:
             on_created(job)

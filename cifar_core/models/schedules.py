@@ -16,13 +16,25 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, peak: float, kind: str, warmup_steps: float, total_steps: float,
                  start_factor: float = 0.2, end_factor: float = 0.0):
         self.peak, self.kind = float(peak), str(kind)
-        self.warmup_steps, self.total_steps = float(warmup_steps), float(total_steps)
+        self.warmup_steps = float(warmup_steps)
         self.start_factor, self.end_factor = float(start_factor), float(end_factor)
+        # a variable, read by the compiled step: a time budget's pacer moves the end of the
+        # schedule while the run trains (cifar_core/planning/pacing.py)
+        self._total = keras.Variable(float(total_steps), dtype="float32", trainable=False, name="schedule_total")
+
+    @property
+    def total_steps(self) -> float:
+        return float(keras.ops.convert_to_numpy(self._total))
+
+    def set_total_steps(self, steps: float) -> None:
+        """End the decay at `steps` instead (the step count the optimizer has reached stays)."""
+        self._total.assign(float(steps))
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warm_lr = self.peak * (self.start_factor + (1 - self.start_factor) * step / max(self.warmup_steps, 1e-9))
-        frac = ops.clip((step - self.warmup_steps) / max(1.0, self.total_steps - self.warmup_steps), 0.0, 1.0)
+        span = ops.maximum(ops.cast(self._total, "float32") - self.warmup_steps, 1.0)
+        frac = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
         end = self.end_factor
         if self.kind == "constant":
             after = ops.ones_like(step) * self.peak
@@ -35,3 +47,14 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"peak": self.peak, "kind": self.kind, "warmup_steps": self.warmup_steps,
                 "total_steps": self.total_steps, "start_factor": self.start_factor, "end_factor": self.end_factor}
+
+
+def schedule_of(optimizer):
+    """The WarmupSchedule driving `optimizer`, or None (a constant rate).
+
+    Keras 3 has no public getter for an optimizer's schedule (its `learning_rate` property
+    evaluates it); it keeps it in `_learning_rate`. This is the one place that reads it, and
+    tests/test_budget_pacing.py fails loudly if Keras moves it.
+    """
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return schedule if isinstance(schedule, WarmupSchedule) else None

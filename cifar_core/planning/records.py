@@ -10,7 +10,7 @@ PLAN_FILE = "plan.json"
 
 
 def record_outcome(run_dir: Path, status: str, history: dict[str, list[float]],
-                   metrics: Optional[dict[str, Any]]) -> None:
+                   metrics: Optional[dict[str, Any]], pacing: Optional[dict[str, Any]] = None) -> None:
     """Add what happened to a budgeted run's plan.json (nothing for a run without one): training
     seconds against the budget and the plan's prediction, and the accuracy reached. An over- or
     under-run is recorded as it was."""
@@ -28,6 +28,8 @@ def record_outcome(run_dir: Path, status: str, history: dict[str, list[float]],
         "status": status, "train_seconds": round(seconds, 1), "epochs": len(history.get("loss", [])),
         "over_budget": round(seconds / budget - 1, 4) if budget else None,
         "over_plan": round(seconds / planned - 1, 4) if planned else None}
+    if pacing:  # how the pacer moved the run's end (planning/pacing.py)
+        outcome["pacing"] = pacing
     for key in ("test_accuracy", "test_accuracy_tta"):
         if metrics and metrics.get(key) is not None:
             outcome[key] = metrics[key]
