@@ -27,7 +27,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     C.configure_tensorflow()
     import numpy as np
 
-    from cifar_core import evaluation, evolution, runs, training
+    from cifar_core.insight import evaluation, evolution
+    from cifar_core import runs, training
     from cifar_core.config import TrainConfig
 
     config = TrainConfig(epochs=spec["epochs"], train_subset=spec["train_subset"], test_subset=spec["test_subset"],

@@ -81,7 +81,7 @@ FINAL = ("completed", "stopped", "failed")
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 THREAD_NAMES_ENV = "BENCH_THREAD_NAMES"
-BATCH_TAG = "batch_loss"  # written by cifar_core.progress.make_tensorboard every TENSORBOARD_BATCH_EVERY steps
+BATCH_TAG = "batch_loss"  # written by cifar_core.training.progress.make_tensorboard every TENSORBOARD_BATCH_EVERY steps
 
 # Counts websocket messages and live-feed fetches inside the page (no Playwright event per
 # request: that would cost the bench process CPU each). Streamlit talks to the server over one
@@ -886,7 +886,8 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
     import plotly.io as pio
     import plotly.tools
 
-    from cifar_core import charts, jobstate, live, runs
+    from cifar_core import charts, runs
+    from cifar_core.training import state as jobstate, publisher as live
     from cifar_core.config import TrainConfig
     from cifar_ui import live_feed
 

@@ -1,4 +1,4 @@
-"""Prediction latency: one uploaded image end to end (bytes -> cifar_core.predict.prepare_image
+"""Prediction latency: one uploaded image end to end (bytes -> cifar_core.insight.predict.prepare_image
 -> predict_proba) against the raw Keras call styles, and the 10,000-image test-set predictions
 (first computation vs loading the cache). Targets: one image p50 <= 20 ms; cached test-set
 predictions load <= 1 s.
@@ -52,7 +52,8 @@ def test_set(spec: dict[str, Any]) -> dict[str, Any]:
 
     import_s = time.perf_counter() - t
     from cifar_core import data as cdata
-    from cifar_core import evaluation, runs
+    from cifar_core.insight import evaluation
+    from cifar_core import runs
 
     run_id = spec["run_id"]
     cache = runs.run_path(run_id) / evaluation.PREDICTIONS_FILE
@@ -93,7 +94,8 @@ def single_image(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
 
-    from cifar_core import predict, runs
+    from cifar_core.insight import predict
+    from cifar_core import runs
     from cifar_core.data import get_dataset
 
     t = time.perf_counter()

@@ -35,7 +35,7 @@ def main() -> None:
 
     from cifar_core.models import build_model
     from cifar_core.models.layers import FusedBatchNorm
-    from cifar_core.presets import preset_config
+    from cifar_core.recipes.presets import preset_config
     from cifar_core.training import make_tf_dataset
 
     bs = args.batch_size

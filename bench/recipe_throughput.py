@@ -26,7 +26,7 @@ def ours_worker(spec: dict, out: str) -> None:
     import numpy as np
 
     from cifar_core.models import build_model
-    from cifar_core.presets import preset_config
+    from cifar_core.recipes.presets import preset_config
     from cifar_core.training import make_tf_dataset
 
     bs = spec["batch_size"]

@@ -33,7 +33,7 @@ def flops_per_training_image(spec: str) -> float:
     """Forward multiply-adds x 2 x 3 (forward + two backward products) of the preset's network,
     counted from its layers in a child process (the parent never imports TensorFlow)."""
     code = (
-        "import json,sys; from cifar_core.presets import preset_config; from cifar_core.models import build_network;"
+        "import json,sys; from cifar_core.recipes.presets import preset_config; from cifar_core.models import build_network;"
         "from cifar_core.models.flops import forward_flops;"
         f"print(json.dumps(forward_flops(build_network(preset_config({spec!r})))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=C.REPO_ROOT, capture_output=True, text=True, check=True)

@@ -80,7 +80,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     tf = C.configure_tensorflow(opts.get("intra"), opts.get("inter"))
     import keras
 
-    from cifar_core import progress, runs, training
+    from cifar_core.training import progress
+    from cifar_core import runs, training
     from cifar_core.config import TrainConfig
     from cifar_core.data import NUM_CLASSES
 
@@ -180,7 +181,8 @@ def callback_micro(spec: dict[str, Any]) -> dict[str, Any]:
     """Per-call cost of ours' LiveProgress.on_train_batch_end and of job.snapshot(), with the
     state as full as it gets in a 25-epoch run (2000 batch points, 25 epochs of history)."""
     C.configure_tensorflow()
-    from cifar_core import progress, runs, training
+    from cifar_core.training import progress
+    from cifar_core import runs, training
     from cifar_core.config import TrainConfig
 
     config = TrainConfig(epochs=25)

@@ -1,6 +1,6 @@
 """`python -m cifar_core ...`: see cifar_core.cli."""
 import sys
 
-from .cli import main
+from cifar_core.cli import main
 
 sys.exit(main())

@@ -27,7 +27,7 @@ class TrainConfig:
     # optimizer steps per epoch, at most one pass over the training images (None: one full pass); a
     # time budget's plan sets it so that its epochs fill the budget (the data streams on across epochs)
     steps_per_epoch: Optional[int] = None
-    # --- the recipe (cifar_core/presets.py fills these; each knob also works on its own) ---
+    # --- the recipe (cifar_core/recipes/presets.py fills these; each knob also works on its own) ---
     preset: str = "assignment"  # the preset this config started from ("custom" once edited by hand)
     architecture: str = "assignment"  # assignment | assignment_bn | airbench (cifar_core/models/)
     widths: tuple[int, int, int] = (64, 256, 256)  # airbench: channels of its three conv blocks

@@ -7,7 +7,7 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
-from cifar_core import presets
+from cifar_core.recipes import presets
 from cifar_core.config import TrainConfig
 from cifar_core.planning import machine, planner
 from cifar_core.planning.probe import Probe, ProbeError, run_probe

@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from cifar_core import evaluation, predict, runs
+from cifar_core.insight import evaluation, predict
+from cifar_core import runs
 from cifar_core.data import DataError, Dataset
-from cifar_core.evaluation import TestPredictions
+from cifar_core.insight.evaluation import TestPredictions
 
 # What loading a run's model, data or predictions can raise; pages show these as st.error.
 LOAD_ERRORS = (runs.RunError, DataError, OSError)

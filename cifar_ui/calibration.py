@@ -7,9 +7,11 @@ from typing import Any, Optional
 import numpy as np
 import streamlit as st
 
-from cifar_core import calibration, charts_insight, predict, runs
-from cifar_core.evaluation import TestPredictions
-from cifar_core.labels import CLASS_NAMES
+from cifar_core.insight import calibration, predict
+from cifar_core.charts import insight as charts_insight
+from cifar_core import runs
+from cifar_core.insight.evaluation import TestPredictions
+from cifar_core.data.labels import CLASS_NAMES
 
 from . import fmt
 

@@ -10,7 +10,9 @@ from typing import Optional, Union
 import plotly.graph_objects as go
 import streamlit as st
 
-from cifar_core import charts_insight, evolution, runs
+from cifar_core.charts import insight as charts_insight
+from cifar_core.insight import evolution
+from cifar_core import runs
 
 from . import fmt
 

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from cifar_core.config import TrainConfig
-from cifar_core.presets import matching_preset
+from cifar_core.recipes.presets import matching_preset
 from cifar_core.runs import Run
 
 DASH = "—"  # shown where a value does not exist yet

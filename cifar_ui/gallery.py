@@ -7,7 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from cifar_core.data import CLASS_NAMES, Dataset
-from cifar_core.evaluation import TestPredictions
+from cifar_core.insight.evaluation import TestPredictions
 
 PER_PAGE = 24  # four rows of six tiles
 SORTS = {
@@ -69,7 +69,7 @@ def page_span(count: int, page: int, per_page: int = PER_PAGE) -> tuple[int, int
 
 
 def tile(preds: TestPredictions, data: Dataset, i: int) -> dict[str, Any]:
-    """What one test image's tile shows (same keys as cifar_core.predict.first_four, plus loss)."""
+    """What one test image's tile shows (same keys as cifar_core.insight.predict.first_four, plus loss)."""
     true_label, predicted = int(preds.labels[i]), int(preds.predicted[i])
     return {
         "index": int(i),

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from cifar_core import charts, paths
-from cifar_core.jobstate import JobSnapshot
+from cifar_core.training.state import JobSnapshot
 
 from .widgets import progress_text  # the same line the page-drawn progress bar shows
 

@@ -13,8 +13,9 @@ from typing import Optional
 import plotly.graph_objects as go
 import streamlit as st
 
-from cifar_core import charts, live, runs, training
-from cifar_core.jobstate import JobSnapshot
+from cifar_core import charts, runs, training
+from cifar_core.training import publisher as live
+from cifar_core.training.state import JobSnapshot
 
 from . import widgets
 

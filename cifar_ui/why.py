@@ -11,7 +11,9 @@ from typing import Optional
 import numpy as np
 import streamlit as st
 
-from cifar_core import explain, images, predict, runs
+from cifar_core.insight import explain, predict
+from cifar_core.data import images
+from cifar_core import runs
 from cifar_core.data import CLASS_NAMES
 
 from . import cache, fmt

@@ -3,7 +3,9 @@ pairs, and the first four test images with their predictions (the assignment's s
 import pandas as pd
 import streamlit as st
 
-from cifar_core import charts, charts_explain, evaluation
+from cifar_core import charts
+from cifar_core.charts import explain as charts_explain
+from cifar_core.insight import evaluation
 from cifar_core.config import TTA_LEVELS
 from cifar_ui import browse_link, cache, fmt, gallery, nav, widgets
 from cifar_ui.calibration import render_calibration

@@ -2,7 +2,8 @@
 classes, and an occlusion heatmap of where it looked. A bad file gets its own error."""
 import streamlit as st
 
-from cifar_core import charts, predict
+from cifar_core import charts
+from cifar_core.insight import predict
 from cifar_ui import cache, fmt, nav, why, widgets
 from cifar_ui.calibration import calibration_for, verdict
 

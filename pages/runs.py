@@ -5,7 +5,8 @@ import functools
 import pandas as pd
 import streamlit as st
 
-from cifar_core import charts, evaluation, export, runs
+from cifar_core import charts, export, runs
+from cifar_core.insight import evaluation
 from cifar_core.planning.records import predicted_against_actual
 from cifar_ui import access, fmt, nav, widgets
 

@@ -5,7 +5,8 @@ from typing import Optional
 
 import streamlit as st
 
-from cifar_core import charts, data, presets
+from cifar_core import charts, data
+from cifar_core.recipes import presets
 from cifar_core.sweeps import studies
 from cifar_core.sweeps.runner import runner
 from cifar_core.sweeps.storage import SweepError, describe

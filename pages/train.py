@@ -7,11 +7,14 @@ from typing import Optional
 
 import streamlit as st
 
-from cifar_core import charts, data, evaluation, live, presets, runs, training
+from cifar_core import charts, data, runs, training
+from cifar_core.insight import evaluation
+from cifar_core.training import publisher as live
+from cifar_core.recipes import presets
 from cifar_core.config import ARCHITECTURES, PRECISIONS, TTA_LEVELS, TrainConfig
 from cifar_core.planning import planner
 from cifar_core.planning.probe import load_probe
-from cifar_core.presets import PLANNED_FIELDS
+from cifar_core.recipes.presets import PLANNED_FIELDS
 from cifar_core.sweeps import studies
 from cifar_core.sweeps.storage import SweepError
 from cifar_ui import access, budget, fmt, live_panel, nav, watch, widgets

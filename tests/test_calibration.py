@@ -9,9 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from cifar_core import calibration, evaluation, runs
+from cifar_core.insight import calibration, evaluation
+from cifar_core import runs
 from cifar_core.data import make_synthetic
-from cifar_core.labels import CLASS_NAMES, NUM_CLASSES
+from cifar_core.data.labels import CLASS_NAMES, NUM_CLASSES
 
 from test_pages import chart_titles, open_page, png_bytes, raised, texts
 

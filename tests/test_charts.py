@@ -103,7 +103,7 @@ def test_smoothing_is_tensorboards_debiased_moving_average():
 
 
 def test_a_batchs_own_value_is_recovered_from_keras_running_means():
-    from cifar_core.progress import batch_values
+    from cifar_core.training.progress import batch_values
 
     losses = [2.0, 1.0, 3.0, 0.5]  # each batch's own loss; Keras reports the running mean
     means, previous, recovered = [], (0.0,), []

@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cifar_core import evaluation, runs, store, training
+from cifar_core.insight import evaluation
+from cifar_core import runs, training
+from cifar_core.runs import store
 from cifar_core.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_core import distributed, runs, training
+from cifar_core.training import distributed
+from cifar_core import runs, training
 from cifar_core.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent

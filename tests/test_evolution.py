@@ -9,9 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from cifar_core import evaluation, evolution, runs, training
+from cifar_core.insight import evaluation, evolution
+from cifar_core import runs, training
 from cifar_core.config import TrainConfig
-from cifar_core.labels import NUM_CLASSES
+from cifar_core.data.labels import NUM_CLASSES
 
 from streamlit.testing.v1 import AppTest
 

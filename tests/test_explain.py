@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cifar_core import charts_explain, explain, images
+from cifar_core.charts import explain as charts_explain
+from cifar_core.insight import explain
+from cifar_core.data import images
 from cifar_core.config import TrainConfig
-from cifar_core.labels import CLASS_NAMES, INPUT_SHAPE
+from cifar_core.data.labels import CLASS_NAMES, INPUT_SHAPE
 
 # The region the fixture model sees: rows 4..11, columns 18..27 (half-open).
 TOP, BOTTOM, LEFT, RIGHT = 4, 12, 18, 28

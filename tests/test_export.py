@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cifar_core import evaluation, export, runs, training
+from cifar_core.insight import evaluation
+from cifar_core import export, runs, training
 from cifar_core.config import ARCHITECTURES, TrainConfig
 from cifar_core.data import make_synthetic
 from cifar_core.models import build_model
-from cifar_core.predict import predict_proba
-from cifar_core.presets import preset_config
+from cifar_core.insight.predict import predict_proba
+from cifar_core.recipes.presets import preset_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(epochs=1, data="synthetic", train_subset=300, test_subset=100, batch_size=32)

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_core import data, evaluation, runs, store, training
+from cifar_core import data, runs, training
+from cifar_core.insight import evaluation
+from cifar_core.runs import store
 from cifar_core.config import TrainConfig
 from cifar_core.data import make_synthetic
 

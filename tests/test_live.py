@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cifar_core import heartbeat, live, runs, training
+from cifar_core.runs import heartbeat
+from cifar_core.training import publisher as live
+from cifar_core import runs, training
 from cifar_core.config import TrainConfig
-from cifar_core.jobstate import LIVE_POINTS, JobState, thin_indices
+from cifar_core.training.state import LIVE_POINTS, JobState, thin_indices
 from live_helpers import live_panel_data, read_feed
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from cifar_core import training
 from cifar_core.config import TrainConfig
-from cifar_core.jobstate import JobState
+from cifar_core.training.state import JobState
 from cifar_ui import live_feed
 from live_helpers import live_panel_data, plotted
 

@@ -102,7 +102,7 @@ def test_add_to_queue_from_train_lists_on_sweeps_and_removes(artifacts):
 
 
 def test_the_servers_runner_trains_the_queue(artifacts):
-    from cifar_core.presets import preset_config
+    from cifar_core.recipes.presets import preset_config
 
     plan = {"budget_seconds": 60.0, "chosen": {"label": "a plan made when it was queued", "predicted_seconds": 30.0}}
     studies.enqueue(preset_config("assignment", epochs=1, data="synthetic", train_subset=200, test_subset=100,

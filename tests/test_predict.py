@@ -1,4 +1,4 @@
-"""Tests for cifar_core.predict: every upload format and mode, every bad upload, and the model-side
+"""Tests for cifar_core.insight.predict: every upload format and mode, every bad upload, and the model-side
 helpers on the real (untrained) assignment model. All images are made here with Pillow."""
 from __future__ import annotations
 
@@ -16,23 +16,10 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from cifar_core.data import CLASS_NAMES, INPUT_SHAPE, NUM_CLASSES, make_synthetic
-from cifar_core.predict import (
-    LOW_CONFIDENCE,
-    MAX_IMAGE_PIXELS,
-    MAX_OCCLUSION_VARIANTS,
-    MAX_UPLOAD_BYTES,
-    ImageError,
-    Prediction,
-    decode_image,
-    first_four,
-    is_low_confidence,
-    occlusion_map,
-    overlay_heatmap,
-    predict_images,
-    predict_proba,
-    prepare_image,
-    to_model_input,
-    top_k,
+from cifar_core.insight.predict import (
+    LOW_CONFIDENCE, MAX_IMAGE_PIXELS, MAX_OCCLUSION_VARIANTS, MAX_UPLOAD_BYTES, ImageError,
+    Prediction, decode_image, first_four, is_low_confidence, occlusion_map, overlay_heatmap,
+    predict_images, predict_proba, prepare_image, to_model_input, top_k,
 )
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -373,7 +360,7 @@ def test_hostile_bytes_give_image_error_or_a_valid_input(data):
 
 def test_module_imports_without_tensorflow():
     code = (
-        "import sys, cifar_core.predict\n"
+        "import sys, cifar_core.insight.predict\n"
         "bad = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
         "assert not bad, bad\n"
     )

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_core import runs, store
+from cifar_core import runs
+from cifar_core.runs import store
 from cifar_core.config import TrainConfig
 
 HAS_PROC = Path(f"/proc/{os.getpid()}/stat").is_file() and Path("/proc/sys/kernel/random/boot_id").is_file()

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from cifar_core import evaluation, presets, recipe, runs, training
+from cifar_core.insight import evaluation
+from cifar_core.recipes import presets
+from cifar_core import recipes as recipe, runs, training
 from cifar_core.cli import build_parser, config_from_args
 from cifar_core.config import ARCHITECTURES, TrainConfig
 from cifar_core.data import make_synthetic

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from cifar_core import cli, runs
 from cifar_core.config import TrainConfig
-from cifar_core.presets import preset_config
+from cifar_core.recipes.presets import preset_config
 from cifar_core.sweeps import space, studies, worker
 from cifar_core.sweeps.storage import open_storage
 

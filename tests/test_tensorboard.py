@@ -9,7 +9,7 @@ import pytest
 
 from cifar_core import runs, training
 from cifar_core.config import TrainConfig
-from cifar_core.progress import TENSORBOARD_BATCH_EVERY, TENSORBOARD_DIR
+from cifar_core.training.progress import TENSORBOARD_BATCH_EVERY, TENSORBOARD_DIR
 
 QUICK = dict(batch_size=32, data="synthetic")
 

@@ -5,7 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from cifar_core import evaluation, runs, training
+from cifar_core.insight import evaluation
+from cifar_core import runs, training
 from cifar_core.config import TrainConfig
 from cifar_core.data import make_synthetic
 

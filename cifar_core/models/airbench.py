@@ -9,8 +9,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..data import INPUT_SHAPE, NUM_CLASSES
+from cifar_core.config import TrainConfig
+from cifar_core.data import INPUT_SHAPE, NUM_CLASSES
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # per-channel pixel mean / 255 (official training set)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -26,8 +26,8 @@ def build_network(config: TrainConfig, x_train: Optional[np.ndarray] = None):
     import keras
     from keras import layers
 
-    from .augment import augmentation_layers
-    from .layers import FusedBatchNorm, PatchWhitening, whitening_kernel
+    from cifar_core.models.augment import augmentation_layers
+    from cifar_core.models.layers import FusedBatchNorm, PatchWhitening, whitening_kernel
 
     # PyTorch's default init, U(+-1/sqrt(fan_in)), as airbench has it. Keras' glorot_uniform starts
     # 3x3 convs about twice as large, and behind BatchNorm larger weights learn more slowly

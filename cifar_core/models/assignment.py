@@ -1,8 +1,8 @@
 """The assignment's CNN, with the 1/255 rescaling inside so a saved model takes raw uint8 pixels."""
 from __future__ import annotations
 
-from ..config import TrainConfig
-from ..data import INPUT_SHAPE, NUM_CLASSES
+from cifar_core.config import TrainConfig
+from cifar_core.data import INPUT_SHAPE, NUM_CLASSES
 
 # Pinned by tests: the assignment's network has exactly this many trainable parameters.
 ASSIGNMENT_PARAMS = 2_915_114
@@ -14,7 +14,7 @@ def build_network(config: TrainConfig = TrainConfig()):
     import keras
     from keras import layers
 
-    from .augment import augmentation_layers
+    from cifar_core.models.augment import augmentation_layers
 
     # Every layer is named here: Keras' automatic names come from process-wide counters, which
     # another thread's keras.backend.clear_session() (Streamlit calls it after each rerun) can

@@ -1,8 +1,8 @@
 """The assignment's conv stack with BatchNorm after every convolution (and the same head)."""
 from __future__ import annotations
 
-from ..config import TrainConfig
-from ..data import INPUT_SHAPE, NUM_CLASSES
+from cifar_core.config import TrainConfig
+from cifar_core.data import INPUT_SHAPE, NUM_CLASSES
 
 
 def build_network(config: TrainConfig):
@@ -11,8 +11,8 @@ def build_network(config: TrainConfig):
     import keras
     from keras import layers
 
-    from .augment import augmentation_layers
-    from .layers import FusedBatchNorm
+    from cifar_core.models.augment import augmentation_layers
+    from cifar_core.models.layers import FusedBatchNorm
 
     stack = [keras.Input(shape=INPUT_SHAPE, name="pixels"), *augmentation_layers(config),
              layers.Rescaling(1.0 / 255, name="rescale")]

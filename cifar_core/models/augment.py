@@ -1,8 +1,8 @@
 """Training-only augmentation as Keras layers at the model's input (inactive at inference)."""
 from __future__ import annotations
 
-from ..config import TrainConfig
-from ..data import INPUT_SHAPE
+from cifar_core.config import TrainConfig
+from cifar_core.data import INPUT_SHAPE
 
 
 def augmentation_layers(config: TrainConfig) -> list:

@@ -11,7 +11,7 @@ def forward_flops(model: Any) -> int:
     layers, pooling and normalisation are left out: they are a few percent of the total)."""
     import keras
 
-    from .layers import PatchWhitening
+    from cifar_core.models.layers import PatchWhitening
 
     total = 0
     for layer in model.layers:

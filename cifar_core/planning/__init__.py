@@ -8,4 +8,6 @@
 
 May import `cifar_core.config`, `.paths`, `.store`, `.presets` and `.models`; never training,
 runs or anything of the dashboard.
+
+May import: config, paths, quiet, data, recipes, models, runs, insight.
 """

@@ -22,6 +22,7 @@ WINDOW_SECONDS = 60.0  # the speed of the most recent minute of training
 MIN_WINDOW_SECONDS = 2.0  # no decision on less than this much measured training
 MOVE_AT = 0.005  # re-lay the schedule when the end moves by more than this share of the plan
 MAX_MOVES_RECORDED = 40
+clock = time.perf_counter  # seconds; a test may drive the pacer with its own clock
 
 
 def steps_that_fit(step: int, trained_seconds: float, budget_seconds: float, steps_per_second: float,
@@ -42,7 +43,7 @@ def make_pacer(budget_seconds: float, planned_steps: int, *, steps_per_epoch: in
     """
     import keras
 
-    from ..models.schedules import schedule_of
+    from cifar_core.recipes.schedules import schedule_of
 
     class Pacer(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -65,10 +66,10 @@ def make_pacer(budget_seconds: float, planned_steps: int, *, steps_per_epoch: in
             self.step = max(self.step, int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._epoch_start = self._last_batch = time.perf_counter()
+            self._epoch_start = self._last_batch = clock()
 
         def on_train_batch_end(self, batch, logs=None):
-            self._last_batch = time.perf_counter()
+            self._last_batch = clock()
             self.step += 1
             self._fit_steps += 1
             if self._fit_steps > WARM_STEPS and self._fit_steps % CHECK_EVERY == 0:
@@ -93,9 +94,12 @@ def make_pacer(budget_seconds: float, planned_steps: int, *, steps_per_epoch: in
             while len(self._samples) > 2 and trained - self._samples[1][0] >= WINDOW_SECONDS:
                 self._samples.pop(0)
             t0, s0 = self._samples[0]
-            if trained - t0 < MIN_WINDOW_SECONDS:
+            if trained >= budget_seconds:  # spent: whatever the speed, the next step is the last
+                end = self.step + 1
+            elif trained - t0 < MIN_WINDOW_SECONDS:
                 return
-            end = steps_that_fit(self.step, trained, budget_seconds, (self.step - s0) / (trained - t0), planned_steps)
+            else:
+                end = steps_that_fit(self.step, trained, budget_seconds, (self.step - s0) / (trained - t0), planned_steps)
             if abs(end - self.end) > MOVE_AT * planned_steps:
                 self.set_end(end, trained)
 

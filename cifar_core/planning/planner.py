@@ -13,10 +13,10 @@ import math
 import re
 from typing import Any, Optional
 
-from ..config import TrainConfig
-from ..presets import PRESETS, WARMUP_SHARE, preset_config, recipe_fields
-from . import table
-from .probe import Candidate, Probe, resolve_precision
+from cifar_core.config import TrainConfig
+from cifar_core.recipes.presets import PRESETS, WARMUP_SHARE, preset_config, recipe_fields
+from cifar_core.planning import table
+from cifar_core.planning.probe import Candidate, Probe, resolve_precision
 
 DEFAULT_TRAIN_IMAGES = 50_000
 # A real run against the probe's bare steps: the first epoch traces the graph (STARTUP), then it

@@ -15,10 +15,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .. import store
-from ..config import TrainConfig
-from ..paths import artifacts_dir
-from . import machine
+from cifar_core.runs import store
+from cifar_core.config import TrainConfig
+from cifar_core.paths import artifacts_dir
+from cifar_core.planning import machine
 
 # Widths a plan chooses from: airbench94's blocks (64/256/256) at a quarter, half and full width.
 AIRBENCH_WIDTHS = {"quarter": (16, 64, 64), "half": (32, 128, 128), "full": (64, 256, 256)}
@@ -53,7 +53,7 @@ class Candidate:
 
     def config(self) -> TrainConfig:
         """The lab's recipe for this candidate (what the probe times and a plan trains)."""
-        from ..presets import airbench_learning_rate, preset_config
+        from cifar_core.recipes.presets import airbench_learning_rate, preset_config
 
         if self.architecture == "assignment":
             return preset_config("assignment", precision=self.precision)
@@ -141,7 +141,7 @@ def time_candidate(candidate: Candidate, *, min_seconds: float = MIN_TIMED_SECON
     Keras dtype policy (Keras keeps it per thread: run this in a thread of its own)."""
     import keras
 
-    from .. import models
+    from cifar_core import models
 
     keras.mixed_precision.set_dtype_policy(KERAS_POLICIES[candidate.precision])
     rng = np.random.default_rng(0)
@@ -221,7 +221,7 @@ def resolve_precision(precision: str, config: Optional[TrainConfig] = None, prob
     """
     if precision != "auto":
         return precision, "chosen"
-    from .table import half_precision_keeps_accuracy
+    from cifar_core.planning.table import half_precision_keeps_accuracy
 
     probe = probe or load_probe()
     if probe is None:

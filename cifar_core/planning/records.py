@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from .. import store
-
-PLAN_FILE = "plan.json"
+from cifar_core.runs import store
+from cifar_core.runs.store import PLAN_FILE  # noqa: F401 (re-exported)
 
 
 def record_outcome(run_dir: Path, status: str, history: dict[str, list[float]],

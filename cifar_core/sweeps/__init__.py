@@ -9,4 +9,6 @@
 
 May import `cifar_core.config`, `.presets`, `.paths`, `.store`, `.runs` and `.training`; never the
 dashboard.
+
+May import: config, paths, quiet, data, recipes, models, runs, insight, planning, training.
 """

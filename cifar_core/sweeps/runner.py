@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 from typing import Optional
 
-from .. import training
-from . import studies, worker
-from .storage import SweepError
+from cifar_core import training
+from cifar_core.sweeps import studies, worker
+from cifar_core.sweeps.storage import SweepError
 
 POLL_SECONDS = 2.0
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Union
 
-from ..config import TrainConfig
+from cifar_core.config import TrainConfig
 
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 NOT_SEARCHED = ("preset",)  # a trial's preset is the sweep's

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from ..paths import artifacts_dir
+from cifar_core.paths import artifacts_dir
 
 STORAGE_ENV = "CIFAR_LAB_SWEEPS"
 JOURNAL_FILE = "journal.log"

@@ -8,9 +8,9 @@ import re
 import time
 from typing import Any, Optional
 
-from ..config import TrainConfig
-from .space import Dimension, SpaceError, grid, parse_space
-from .storage import SweepError, open_storage
+from cifar_core.config import TrainConfig
+from cifar_core.sweeps.space import Dimension, SpaceError, grid, parse_space
+from cifar_core.sweeps.storage import SweepError, open_storage
 
 QUEUE = "queue"  # the study of the run queue
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,25}$")  # its runs are tagged sweep:NAME (tags: 32 characters)

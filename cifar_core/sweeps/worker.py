@@ -12,11 +12,12 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from .. import runs, store, training
-from ..config import TrainConfig
-from ..data import DataError
-from . import studies
-from .storage import describe
+from cifar_core import runs, training
+from cifar_core.runs import store
+from cifar_core.config import TrainConfig
+from cifar_core.data import DataError
+from cifar_core.sweeps import studies
+from cifar_core.sweeps.storage import describe
 
 HEARTBEAT_SECONDS = 20.0  # a running trial's worker stamps it this often
 STALE_SECONDS = 90.0  # a trial on another machine whose stamp is this old has lost its worker

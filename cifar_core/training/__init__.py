@@ -1,0 +1,367 @@
+"""Background training: one job per process, live state through a Keras callback, per-epoch
+checkpoints, stop within one batch, resume from the last completed epoch.
+
+Importing this module does not import TensorFlow; starting a job does.
+
+Beside it: `state` (the job's state, read by every tab), `progress` (the Keras callbacks that
+fill it and checkpoint each epoch), `publisher` (live.json and stop requests for other
+processes), `distributed` and `distributed_loop` (tf.distribute strategies and our loop).
+
+May import: config, paths, quiet, data, recipes, models, runs, insight, planning.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from cifar_core.training import distributed, publisher as live
+from cifar_core import runs
+from cifar_core.config import TrainConfig
+from cifar_core.data import (  # noqa: F401 (re-exported)
+    Dataset, load_training_data, locate_source, resolve_source,
+)
+from cifar_core.planning.probe import KERAS_POLICIES, resolve_precision
+from cifar_core.planning.records import PLAN_FILE, record_outcome
+from cifar_core.training.state import (  # noqa: F401 (re-exported)
+    ACTIVE_STATUSES, MAX_BATCH_POINTS, JobSnapshot, JobState,
+)
+from cifar_core.training.progress import StopRequested, make_live_callback, make_tensorboard
+
+
+class JobBusyError(RuntimeError):
+    """A job is already running in this process."""
+
+
+class TrainingJob:
+    """Trains one run in a background thread. Use `start_job`, which enforces one at a time."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, *, dataset: Optional[Dataset] = None,
+                 history: Optional[dict[str, list[float]]] = None, initial_epoch: int = 0,
+                 resume_from: Optional[Path] = None, callbacks: Sequence[Any] = (),
+                 budget_seconds: Optional[float] = None):
+        self.config = config
+        # a time budget's run is paced to end on time (planning/pacing.py); its report ends in plan.json
+        self.budget_seconds = budget_seconds
+        self.pacing: Optional[dict[str, Any]] = None
+        self.cluster = distributed.current()  # where it trains; only the chief writes the run folder
+        self.run_dir = run_dir
+        self.run_id = run_dir.name
+        self._dataset = dataset
+        self._resume_from = resume_from
+        self.extra_callbacks = list(callbacks)  # the caller's Keras callbacks (a sweep's pruning), after ours
+        self.state = JobState(self.run_id, config, history or {}, initial_epoch)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"train-{self.run_id}", daemon=True)
+        # Fault injection for tests: name -> function the trainer thread calls at that point
+        # ("prepared": data and model ready, before fit; "finishing": before the final status).
+        self.hooks: dict[str, Callable[[], None]] = {}
+        self.final_probabilities = None  # the last epoch's test-split predictions, when made (see progress)
+        # live.json for watchers in other processes, and stop requests through the folder; a
+        # distributed job's non-chief workers set this False (they write nothing to the run folder).
+        self.publish_live = self.cluster.is_chief
+        self._publisher: Optional[live.Publisher] = None
+
+    def _hook(self, name: str) -> None:
+        if name in self.hooks:
+            self.hooks[name]()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def snapshot(self) -> JobSnapshot:
+        return self.state.snapshot()
+
+    def start(self) -> "TrainingJob":
+        runs.LIVE_RUN_IDS.add(self.run_id)
+        if self.publish_live:
+            self._publisher = live.Publisher(self)
+            self._publisher.start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> bool:
+        """Ask the job to stop after the current batch; it then saves what it learned.
+
+        Only the trainer thread writes status.json, so a Stop that lands while the job finishes
+        cannot leave a finished run marked "stopping". False when there was nothing to stop.
+        """
+        if not self.state.request_stop():
+            return False
+        self._stop.set()
+        return True
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            self._train()
+        except BaseException as exc:  # the thread must always leave a final status behind
+            self._finish("failed", error=self._failure_message(exc), detail=traceback.format_exc())
+        finally:
+            if self._publisher is not None:
+                self._publisher.finish()
+            runs.LIVE_RUN_IDS.discard(self.run_id)
+            distributed.remove_scratch(self.run_dir)  # a non-chief worker's throwaway folder, if this is one
+
+    def _failure_message(self, exc: BaseException) -> str:
+        """What went wrong, for people; a full disk says which folder and what to do."""
+        reason = runs.disk_full_reason(exc)
+        if reason is None:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        cause: Optional[BaseException] = exc
+        for _ in range(20):  # the chain of causes, looking for the write that named its file
+            if cause is None or isinstance(cause, runs.DiskFullError):
+                break
+            cause = cause.__cause__ or cause.__context__
+        cause = cause if isinstance(cause, runs.DiskFullError) else None
+        doing = self.state.get("message")  # e.g. "Saving checkpoint of epoch 2"
+        what = str(cause) if cause is not None else \
+            f"the disk holding {self.run_dir} is full ({reason}) while {doing[:1].lower()}{doing[1:]}"
+        return f"{what}; free space and resume the run"
+
+    def _train(self) -> None:
+        import keras
+        import tensorflow as tf
+
+        from cifar_core.insight.evaluation import evaluate_model
+        from cifar_core.recipes import recipe_callbacks
+
+        cfg, cluster = self.config, self.cluster
+        precision, why = resolve_precision(cfg.precision, cfg)
+        keras.mixed_precision.set_dtype_policy(KERAS_POLICIES[precision])  # Keras keeps it per thread: this one's
+        self.state.update(message="Loading data")
+        data = self._dataset or load_training_data(cfg)
+        keras.utils.set_random_seed(cfg.seed)
+        train_ds = make_tf_dataset(data.x_train, data.y_train, cfg.batch_size, shuffle_seed=cfg.seed)
+        val_ds = make_tf_dataset(data.x_test, data.y_test, cfg.validation_batch_size)
+        batches = int(tf.data.experimental.cardinality(train_ds))  # one pass over the training images ...
+        if cfg.steps_per_epoch and cfg.steps_per_epoch < batches:  # ... or fewer steps (a budget's plan):
+            batches = cfg.steps_per_epoch  # the data streams on across epochs, reshuffled at each pass's end
+            train_ds = train_ds.repeat()
+        model = distributed.build_model(cfg, data.x_train, batches, self._resume_from)  # under the strategy
+        runs.update_status(self.run_dir, distribution=cluster.record(cfg), precision={"used": precision, "why": why})
+        initial_epoch = self.state.get("initial_epoch")
+        self._hook("prepared")
+        if self.stop_requested:  # stopped while preparing: nothing was learned, nothing to save
+            self._finish("stopped", message="Stopped before training began; nothing was saved")
+            return
+        self.state.start_running(batches_per_epoch=batches, message="Training")
+        board = make_tensorboard(self.run_dir, initial_epoch, batches)
+        # The last epoch's validation doubles as the final evaluation when the weights it sees are
+        # the final ones: not with EMA (swapped in when fit ends) or early stopping (restores the best),
+        # nor under a strategy (Keras' predict is not a one-device one there: distributed.evaluation_model).
+        reuse = cfg.weight_averaging != "ema" and not cfg.early_stopping_patience and cluster.strategy == "default"
+        final = (data.x_test, data.y_test, cfg.validation_batch_size, cfg.label_smoothing) if reuse else None
+        from cifar_core.insight.evolution import (  # per-epoch confusion on a sample: right after live's
+            make_evolution_callback,
+        )
+        callbacks = [make_live_callback(self.state, self, self.run_dir, batches, cfg.batch_size, final),
+                     distributed.on_one_device(make_evolution_callback(self, data.x_test, data.y_test, initial_epoch),
+                                               cfg, data.x_train),
+                     *recipe_callbacks(cfg, batches), board, *self.extra_callbacks]
+        pacer = self._pacer(callbacks, batches, initial_epoch)
+        if pacer is not None:
+            callbacks.append(pacer)
+        stopped = False
+        if initial_epoch < cfg.epochs:
+            try:
+                distributed.train(model, cluster, train_ds, val_ds, callbacks, cfg, initial_epoch=initial_epoch,
+                                  steps_per_epoch=batches, validate_last_epoch=not reuse)
+            except StopRequested:
+                stopped = True
+            finally:
+                board.close()
+                if pacer is not None:
+                    self.pacing = pacer.report
+        if not cluster.is_chief:  # the chief saves and evaluates the run; this worker's copy goes with its scratch
+            self._finish("stopped" if stopped else "completed", message="Finished; the chief saved the run")
+            return
+        if stopped:
+            runs.update_status(self.run_dir, status="stopping")
+        self.state.update(message="Saving the model")
+        final = self.run_dir / "model.keras"
+        runs.save_model(model, final)
+        stamp = runs.model_stamp(final)  # the predictions below are this file's
+        if not stopped:  # a stopped run keeps its last epoch's checkpoint: resume continues from there
+            (self.run_dir / "checkpoint.keras").unlink(missing_ok=True)
+        self.state.update(message="Evaluating on the test set")
+        metrics = evaluate_model(distributed.evaluation_model(model, final), data, self.run_dir, tta=cfg.tta,
+                                 batch_size=cfg.validation_batch_size, model_stamp=stamp,
+                                 probabilities=None if stopped else self.final_probabilities)
+        self._finish("stopped" if stopped else "completed", metrics=metrics)
+
+    def _pacer(self, callbacks: list, batches: int, initial_epoch: int):
+        """The budget's pacer, for a budgeted run on one worker (workers pacing apart would stop at
+        different steps and leave each other waiting in the all-reduce)."""
+        if not self.budget_seconds or self.cluster.num_workers > 1:
+            return None
+        from cifar_core.planning.pacing import make_pacer
+
+        before = (self.state.get("history").get("train_seconds") or [0.0])[-1]
+        return make_pacer(self.budget_seconds, self.config.epochs * batches, steps_per_epoch=batches,
+                          initial_epoch=initial_epoch, trained_before=before,
+                          followers=[c for c in callbacks if hasattr(c, "set_total_steps")])
+
+    def _finish(self, status: str, *, error: Optional[str] = None, detail: Optional[str] = None,
+                metrics: Optional[dict[str, Any]] = None, message: Optional[str] = None) -> None:
+        """The job's final status, written by the trainer thread only (status.json first, so a
+        reader that sees the job finished also finds the run folder final)."""
+        if status != "failed":
+            self._hook("finishing")
+        now = time.time()
+        messages = {"completed": "Finished", "stopped": "Stopped by request", "failed": f"Failed: {error}"}
+        fields: dict[str, Any] = {"status": status, "finished_at": now}
+        if error:
+            fields.update(error=error, traceback=detail)
+        try:
+            try:
+                runs.update_status(self.run_dir, **fields)
+            except OSError:
+                runs.release_space(self.run_dir)  # a full disk: the room set aside for these last words
+                runs.update_status(self.run_dir, **fields)
+        except OSError:
+            # Still full, or the folder is gone or read-only: this process's readers see the final
+            # status anyway (load_run lays it over the file and writes it once there is room).
+            runs.keep_unsaved_status(self.run_dir, fields)
+        runs.release_space(self.run_dir)
+        record_outcome(self.run_dir, status, self.state.snapshot().history, metrics, pacing=self.pacing)
+        self.state.update(status=status, message=message or messages[status], finished_at=now, error=error,
+                          metrics=metrics, eta_seconds=0.0 if status == "completed" else None)
+
+
+
+def make_tf_dataset(x, y, batch_size: int, shuffle_seed: Optional[int] = None):
+    """uint8 images and int labels -> batches of (float32 images, one-hot labels), prefetched.
+
+    Keeps the data uint8 in memory (a quarter of a float32 copy) and converts per batch.
+    """
+    import tensorflow as tf
+
+    from cifar_core.data import NUM_CLASSES
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    def to_model_batch(images, labels):
+        return tf.cast(images, tf.float32), tf.one_hot(labels, NUM_CLASSES)
+
+    ds = ds.batch(batch_size).map(to_model_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    # tf.data's autotuner sometimes blocks the iterator's destructor (end of fit or of an epoch)
+    # for 1-34 s while holding the GIL, freezing every thread, the dashboard's included;
+    # bench/train_throughput.py: 0 stalls in 10 runs with it off, 4 in 10 on, same CPU/image.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    ds = ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# --- the process-wide job: shared by every dashboard session and tab ---------------------
+
+_current: Optional[TrainingJob] = None
+_current_lock = threading.Lock()
+
+
+def current_job() -> Optional[TrainingJob]:
+    """The job of this process, running or last finished; None before the first."""
+    return _current
+
+
+def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: str = "", tags: Any = (),
+              on_created: Optional[Callable[[TrainingJob], None]] = None,
+              plan: Optional[dict[str, Any]] = None, callbacks: Sequence[Any] = ()) -> TrainingJob:
+    """Create a run folder (named and tagged as given) and start training it in the background.
+    `plan`: a time budget's plan (`planning.Plan.to_dict()`), recorded as plan.json with its outcome.
+
+    Raises:
+      JobBusyError: a job is already running in this process (only one at a time).
+      DataError: the data source does not exist or holds no CIFAR-10 data in a known layout.
+      runs.RunError: the artifacts folder is not writable or nearly full.
+      ValueError: a name or tag that `runs.clean_meta` refuses.
+    """
+    global _current
+    if dataset is None:
+        config = config.replace(data=resolve_source(config.data))
+        locate_source(config.data)  # a typo or an empty folder is refused before a run folder exists
+    with _current_lock:
+        _refuse_if_busy()
+        run_dir = distributed.create_run(config, name=name, tags=tags)  # a worker's: a throwaway one
+        if plan is not None:
+            runs.write_json(run_dir / PLAN_FILE, plan)
+        job = TrainingJob(config, run_dir, dataset=dataset, callbacks=callbacks,
+                          budget_seconds=(plan or {}).get("budget_seconds"))
+        _current = job
+        if on_created:
+            on_created(job)
+        return job.start()
+
+
+def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Optional[int] = None) -> TrainingJob:
+    """Continue a stopped or interrupted run from its last saved model, curves continuing."""
+    global _current
+    with _current_lock:
+        _refuse_if_busy()
+        if not distributed.current().is_chief:  # a worker trains along from the chief's folder, writing nothing there
+            _current = TrainingJob(dataset=dataset, **distributed.worker_resume(run_id, epochs))
+            return _current.start()
+        run = runs.load_run(run_id)
+        if run.broken:
+            raise runs.RunError(f"run {run_id} is broken ({run.broken}) and cannot be resumed")
+        if run.is_active:
+            raise runs.RunError(f"run {run_id} is still training")
+        # Continue from the state at the end of the last completed epoch (weights, optimizer, schedule
+        # step): the checkpoint where there is one, else the final model of a completed run.
+        checkpoint, final = run.path / "checkpoint.keras", run.path / "model.keras"
+        source = checkpoint if checkpoint.is_file() else run.model_path
+        if source is None:
+            raise runs.RunError(f"run {run_id} has no checkpoint to resume from")
+        config = run.config if epochs is None else run.config.replace(epochs=epochs)
+        done = run.epochs_done
+        if done >= config.epochs:
+            raise runs.RunError(f"run {run_id} already has {done} of {config.epochs} epochs; ask for more epochs")
+        runs.check_writable(runs.runs_dir())
+        history = {k: v[:done] for k, v in run.history.items()}
+        runs.write_json(run.path / "config.json", config.to_dict())
+        runs.forget_unsaved_status(run.path)  # a full disk's failure, superseded by this resume
+        runs.update_status(run.path, status="running", finished_at=None, error=None, traceback=None,
+                           prior_seconds=run.duration_seconds or 0.0, resumed_at=time.time(),
+                           resumed_from_epoch=done, **runs.process_identity())
+        runs.reserve_space(run.path)
+        from cifar_core.insight.evaluation import PREDICTIONS_FILE
+
+        for stale in ("metrics.json", PREDICTIONS_FILE):  # they describe the model being retired
+            (run.path / stale).unlink(missing_ok=True)
+        if source == final:
+            os.replace(final, checkpoint)  # readers now load the state the history ends at
+            source = checkpoint
+        else:
+            final.unlink(missing_ok=True)  # weights from mid-epoch, ahead of the history: retired
+        job = TrainingJob(config, run.path, dataset=dataset, history=history, initial_epoch=done,
+                          resume_from=source)
+        _current = job
+        return job.start()
+
+
+def _refuse_if_busy() -> None:
+    if _current is not None and _current.is_alive:
+        snap = _current.snapshot()
+        raise JobBusyError(f"a training job is already running (run {snap.run_id}, {snap.status}); "
+                           f"stop it or wait for it to finish")
+
+
+def stop_job() -> bool:
+    """Ask the current job to stop; False when none is running or it is already stopping."""
+    job = _current
+    if job is None or not job.is_alive:
+        return False
+    return job.stop()
