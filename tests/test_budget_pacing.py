@@ -10,18 +10,10 @@ import pytest
 
 from cifar_core import recipes as recipe, training
 from cifar_core.config import TrainConfig
-from cifar_core.recipes.schedules import WarmupSchedule, schedule_of
+from cifar_core.models.keras_private import optimizer_schedule
+from cifar_core.recipes.schedules import WarmupSchedule
 from cifar_core.planning import pacing
 from cifar_core.planning.pacing import make_pacer, steps_that_fit
-
-
-def test_schedule_of_finds_the_compiled_optimizers_schedule():
-    """The one reader of Keras' private `_learning_rate`: fails here if Keras moves it."""
-    config = TrainConfig(lr_schedule="onecycle", warmup_epochs=1, epochs=4, learning_rate=0.01)
-    optimizer = recipe.make_optimizer(config, steps_per_epoch=10)
-    schedule = schedule_of(optimizer)
-    assert isinstance(schedule, WarmupSchedule) and schedule.total_steps == 40
-    assert schedule_of(recipe.make_optimizer(TrainConfig(), steps_per_epoch=10)) is None  # Adam's constant rate
 
 
 def test_moving_the_end_re_lays_the_decay_inside_the_compiled_step():
@@ -30,7 +22,7 @@ def test_moving_the_end_re_lays_the_decay_inside_the_compiled_step():
     import tensorflow as tf
 
     at = tf.function(lambda step: schedule(step))  # the variable is read at each call, not baked in
-    assert float(at(55)) == pytest.approx(recipe.learning_rate_at(config, 55, 10), rel=1e-5)
+    assert float(at(55)) == pytest.approx(0.1 * (1 - 45 / 90), rel=1e-5)
     schedule.set_total_steps(60)
     assert float(at(55)) == pytest.approx(0.1 * (1 - 45 / 50), rel=1e-5)
     assert float(at(60)) == pytest.approx(0.0, abs=1e-7)  # annealed at the new end
@@ -70,7 +62,7 @@ def test_a_budgeted_run_slower_than_its_plan_ends_on_time_annealed(artifacts):
     assert pacing["steps"] < 30 * 20 and outcome["epochs"] < 30
     # when it ended is shown with a clock the test drives (below): this machine may be loaded
     model = keras.saving.load_model(job.run_dir / "model.keras", safe_mode=True)
-    schedule = schedule_of(model.optimizer)
+    schedule = optimizer_schedule(model.optimizer)
     steps = int(model.optimizer.iterations.numpy())
     assert steps == pacing["steps"] and schedule.total_steps == pacing["moves"][-1]["end"]
     assert float(schedule(steps)) == pytest.approx(0.0, abs=1e-6 + 0.002 * 0.02)  # annealed, within a move

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from cifar_core.data.labels import INPUT_SHAPE, NUM_CLASSES
+from cifar_core.models.keras_private import LayerCall, layer_calls
 
 MAX_FEATURE_CHANNELS = 64  # channels returned per feature map: a grid of 64 tiles is the most worth reading
 FEATURE_LAYERS = 4  # convolution layers offered by default: the first ones show edges and colours
@@ -36,34 +37,8 @@ class GradCam:
 
 
 # --- which layers ---------------------------------------------------------------------------
-# Layers are found through the model's own graph, walked back from its output: a loaded model's
-# layers keep stale extra call nodes (Keras calls them while rebuilding), so `layer.output` can
-# name a tensor that is not part of the model at all.
-
-
-@dataclasses.dataclass(frozen=True)
-class _Call:
-    inputs: tuple  # the symbolic tensors the layer takes inside the model
-    output: Any  # the one it gives
-
-
-def _graph(model: Any) -> dict[str, _Call]:
-    """Layer name -> its call inside the model (the first met, walking back from the output)."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"model {model.name!r} must have one image input and one output")
-    calls: dict[str, _Call] = {}
-    stack, seen = [model.outputs[0]], set()
-    while stack:
-        tensor = stack.pop()
-        history = getattr(tensor, "_keras_history", None)
-        if id(tensor) in seen or history is None:
-            continue
-        seen.add(id(tensor))
-        node = history.operation._inbound_nodes[history.node_index]
-        if len(node.output_tensors) == 1:
-            calls.setdefault(history.operation.name, _Call(tuple(node.input_tensors), node.output_tensors[0]))
-        stack.extend(node.input_tensors)
-    return calls
+# Layers are found through the model's own graph, walked back from its output
+# (cifar_core/models/keras_private.py says why `layer.output` will not do).
 
 
 def _is_conv(layer: Any) -> bool:
@@ -72,7 +47,7 @@ def _is_conv(layer: Any) -> bool:
     return kernel is not None and len(getattr(kernel, "shape", ())) == 4
 
 
-def _chain_end(model: Any, graph: dict[str, _Call], conv: str) -> str:
+def _chain_end(model: Any, graph: dict[str, LayerCall], conv: str) -> str:
     """The last layer of conv `conv`'s chain: the element-wise layers (BatchNorm, activation) that
     alone take its output, take nothing else, and keep its shape. Pooling, dropout and the next conv end the chain."""
     import keras
@@ -94,14 +69,14 @@ def _chain_end(model: Any, graph: dict[str, _Call], conv: str) -> str:
 
 def conv_layers(model: Any) -> list[str]:
     """Names of the model's convolution layers with 4-D outputs, input to output."""
-    graph = _graph(model)
+    graph = layer_calls(model)
     return [layer.name for layer in model.layers
             if _is_conv(layer) and layer.name in graph and len(graph[layer.name].output.shape) == 4]
 
 
 def feature_layer(model: Any, conv: str) -> str:
     """The layer whose output shows conv layer `conv`'s features: the conv after its BN and activation."""
-    graph = _graph(model)
+    graph = layer_calls(model)
     if conv not in graph:
         raise ValueError(f"the model has no layer named {conv!r}")
     return _chain_end(model, graph, conv)
@@ -118,7 +93,7 @@ def last_feature_layer(model: Any) -> str:
 # --- Grad-CAM -------------------------------------------------------------------------------
 
 
-def _score_head(model: Any, graph: dict[str, _Call]):
+def _score_head(model: Any, graph: dict[str, LayerCall]):
     """(symbolic tensor, function to the 10 scores, kind). The softmax's input when the model ends in
     one (an Activation layer, or a Dense with softmax: its kernel is applied here), else the output
     with a log, so the gradient is of the log-probability."""
@@ -159,7 +134,7 @@ def grad_cams(model: Any, image: np.ndarray, layer: Optional[str] = None) -> Gra
 
     x = _check_image(image)
     name = layer or last_feature_layer(model)
-    graph = _graph(model)
+    graph = layer_calls(model)
     if name not in graph:
         raise ValueError(f"the model has no layer named {name!r}")
     features = graph[name].output
@@ -183,15 +158,6 @@ def grad_cams(model: Any, image: np.ndarray, layer: Optional[str] = None) -> Gra
     return GradCam(maps=out, empty=tuple(bool(m.max() == 0) for m in out), layer=name, score=kind,
                    cells=(int(cams.shape[1]), int(cams.shape[2])),
                    probabilities=np.asarray(probs[0], dtype=np.float32))
-
-
-def grad_cam(model: Any, image: np.ndarray, label: Optional[int] = None, layer: Optional[str] = None) -> np.ndarray:
-    """The (32, 32) Grad-CAM map in [0, 1] of class `label` (None: the predicted class)."""
-    if label is not None and (isinstance(label, bool) or not isinstance(label, (int, np.integer))
-                              or not 0 <= label < NUM_CLASSES):
-        raise ValueError(f"label must be a class index 0..{NUM_CLASSES - 1} or None, got {label!r}")
-    cams = grad_cams(model, image, layer)
-    return cams.maps[cams.predicted if label is None else int(label)]
 
 
 def upsample(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -228,7 +194,7 @@ def feature_maps(model: Any, image: np.ndarray, conv: Optional[str] = None,
     if not convs:
         raise ValueError(f"model {model.name!r} has no convolution layer")
     name = feature_layer(model, conv or convs[0])
-    probe = keras.Model(model.inputs[0], _graph(model)[name].output, name="feature_probe")
+    probe = keras.Model(model.inputs[0], layer_calls(model)[name].output, name="feature_probe")
     acts = np.asarray(probe(x[None], training=False), dtype=np.float32)[0].transpose(2, 0, 1)
     order = np.argsort(-np.abs(acts).mean(axis=(1, 2)), kind="stable")[:max(1, int(max_channels))]
     return name, acts[order]

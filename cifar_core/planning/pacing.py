@@ -43,7 +43,7 @@ def make_pacer(budget_seconds: float, planned_steps: int, *, steps_per_epoch: in
     """
     import keras
 
-    from cifar_core.recipes.schedules import schedule_of
+    from cifar_core.models.keras_private import optimizer_schedule
 
     class Pacer(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -59,7 +59,7 @@ def make_pacer(budget_seconds: float, planned_steps: int, *, steps_per_epoch: in
             self._fit_steps = 0
 
         def on_train_begin(self, logs=None):
-            schedule = schedule_of(self.model.optimizer)
+            schedule = optimizer_schedule(self.model.optimizer)
             self._schedule = schedule
             if schedule is not None:  # a resumed paced run: its checkpoint's schedule ends earlier
                 self.end = min(self.end, int(round(schedule.total_steps)))

@@ -1,5 +1,5 @@
 """The learning-rate schedule as a registered Keras object, saved with the optimizer so a resumed
-run continues at its step (cifar_core.recipes.learning_rate_at is the same formula in Python)."""
+run continues at its step."""
 from __future__ import annotations
 
 import math
@@ -48,13 +48,3 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "kind": self.kind, "warmup_steps": self.warmup_steps,
                 "total_steps": self.total_steps, "start_factor": self.start_factor, "end_factor": self.end_factor}
 
-
-def schedule_of(optimizer):
-    """The WarmupSchedule driving `optimizer`, or None (a constant rate).
-
-    Keras 3 has no public getter for an optimizer's schedule (its `learning_rate` property
-    evaluates it); it keeps it in `_learning_rate`. This is the one place that reads it, and
-    tests/test_budget_pacing.py fails loudly if Keras moves it.
-    """
-    schedule = getattr(optimizer, "_learning_rate", None)
-    return schedule if isinstance(schedule, WarmupSchedule) else None
