@@ -132,9 +132,5 @@ class TrainConfig:
             raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
         return cls(**values)
 
-    @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
-        return cls.from_dict(json.loads(text))
-
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

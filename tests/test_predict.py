@@ -2,7 +2,6 @@
 helpers on the real (untrained) assignment model. All images are made here with Pillow."""
 from __future__ import annotations
 
-import dataclasses
 import io
 import struct
 import subprocess
@@ -18,8 +17,8 @@ from PIL import Image, ImageFile
 from cifar_core.data import CLASS_NAMES, INPUT_SHAPE, NUM_CLASSES, make_synthetic
 from cifar_core.insight.predict import (
     LOW_CONFIDENCE, MAX_IMAGE_PIXELS, MAX_OCCLUSION_VARIANTS, MAX_UPLOAD_BYTES, ImageError,
-    Prediction, decode_image, first_four, is_low_confidence, occlusion_map, overlay_heatmap,
-    predict_images, predict_proba, prepare_image, to_model_input, top_k,
+    decode_image, first_four, is_low_confidence, occlusion_map, overlay_heatmap,
+    predict_proba, prepare_image, to_model_input, top_k,
 )
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -402,18 +401,13 @@ def test_predict_proba_refuses_wrong_shapes(model, shape):
 
 def test_uploaded_photo_end_to_end(model):
     _, x = prepare_image(encode(noise(300, 200), "JPEG", quality=85), "photo.jpg")
-    (pred,) = predict_images(model, x)
-    assert pred.class_name == CLASS_NAMES[pred.label]
-    assert len(pred.probabilities) == NUM_CLASSES
-    assert pred.confidence == max(pred.probabilities)
+    (probs,) = predict_proba(model, x)
+    assert probs.shape == (NUM_CLASSES,) and probs.sum() == pytest.approx(1.0, abs=1e-4)
+    assert top_k(probs, 1)[0] == (CLASS_NAMES[int(np.argmax(probs))], pytest.approx(float(probs.max())))
 
 
-def test_prediction_from_probabilities_and_top_k():
+def test_top_k():
     probs = np.array([0.05, 0.1, 0.4, 0.05, 0.0, 0.2, 0.05, 0.05, 0.05, 0.05])
-    pred = Prediction.from_probabilities(probs)
-    assert (pred.label, pred.class_name) == (2, "bird")
-    assert pred.confidence == pytest.approx(0.4)
-    assert pred.top_k(3) == top_k(probs, 3)
     names = [name for name, _ in top_k(probs, 3)]
     assert names == ["bird", "dog", "automobile"]
     values = [p for _, p in top_k(probs, NUM_CLASSES)]
@@ -425,8 +419,6 @@ def test_prediction_from_probabilities_and_top_k():
         top_k(probs, 0)
     with pytest.raises(ValueError, match="10 numbers"):
         top_k(probs[:5])
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        pred.label = 3  # type: ignore[misc]
 
 
 def test_low_confidence():
@@ -436,7 +428,6 @@ def test_low_confidence():
     edge = np.zeros(NUM_CLASSES)
     edge[0], edge[1] = LOW_CONFIDENCE, 1 - LOW_CONFIDENCE
     assert not is_low_confidence(edge)  # exactly at the threshold is not "unsure"
-    assert is_low_confidence(Prediction.from_probabilities(unsure))
 
 
 def test_first_four_matches_argmax(model, dataset):

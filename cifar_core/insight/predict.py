@@ -6,7 +6,6 @@ in `cifar_core.data.images` (re-exported here for the pages).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -57,34 +56,6 @@ def predict_proba(model: Any, images: np.ndarray) -> np.ndarray:
     return probs.astype(np.float32)
 
 
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """The model's answer for one image: the top class and every class's probability."""
-
-    label: int  # index into CLASS_NAMES of the most probable class
-    class_name: str  # CLASS_NAMES[label]
-    confidence: float  # probability of `label`, 0..1
-    probabilities: tuple[float, ...]  # one per class, in CLASS_NAMES order
-
-    @classmethod
-    def from_probabilities(cls, probs: Union[np.ndarray, Sequence[float]]) -> "Prediction":
-        p = _check_probs(probs)
-        label = int(np.argmax(p))
-        return cls(label, CLASS_NAMES[label], float(p[label]), tuple(float(v) for v in p))
-
-    def top_k(self, k: int = 3) -> list[tuple[str, float]]:
-        return top_k(np.asarray(self.probabilities), k)
-
-    @property
-    def is_low_confidence(self) -> bool:
-        return self.confidence < LOW_CONFIDENCE
-
-
-def predict_images(model: Any, images: np.ndarray) -> list[Prediction]:
-    """One Prediction per image of (N, 32, 32, 3) or a single (32, 32, 3)."""
-    return [Prediction.from_probabilities(p) for p in predict_proba(model, images)]
-
-
 def top_k(probs: Union[np.ndarray, Sequence[float]], k: int = 3) -> list[tuple[str, float]]:
     """The k most probable (class name, probability), highest first; ties keep class order."""
     p = _check_probs(probs)
@@ -94,10 +65,8 @@ def top_k(probs: Union[np.ndarray, Sequence[float]], k: int = 3) -> list[tuple[s
     return [(CLASS_NAMES[i], float(p[i])) for i in order]
 
 
-def is_low_confidence(probs: Union[np.ndarray, Sequence[float], Prediction]) -> bool:
+def is_low_confidence(probs: Union[np.ndarray, Sequence[float]]) -> bool:
     """True when the top probability is below LOW_CONFIDENCE."""
-    if isinstance(probs, Prediction):
-        return probs.is_low_confidence
     return float(np.max(_check_probs(probs))) < LOW_CONFIDENCE
 
 
