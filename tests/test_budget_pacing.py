@@ -44,6 +44,10 @@ def test_a_pacer_keeps_lookahead_ending_with_the_schedule():
     pacer._schedule = None
     pacer.set_end(25, trained=3.0)
     assert lookahead.total == 25 and pacer.report["moves"] == [{"step": 0, "end": 25, "trained_seconds": 3.0}]
+    for end in range(100, 100 + 2 * pacing.MAX_MOVES_RECORDED):
+        pacer.set_end(end, trained=1.0)
+    assert pacer.report["move_count"] == 1 + 2 * pacing.MAX_MOVES_RECORDED
+    assert len(pacer.report["moves"]) == pacing.MAX_MOVES_RECORDED and pacer.report["moves"][-1]["end"] == end
 
 
 def test_a_budgeted_run_slower_than_its_plan_ends_on_time_annealed(artifacts):

@@ -21,7 +21,7 @@ WARM_STEPS = 5  # the first steps of a fit trace the graph: they are not a speed
 WINDOW_SECONDS = 60.0  # the speed of the most recent minute of training
 MIN_WINDOW_SECONDS = 2.0  # no decision on less than this much measured training
 MOVE_AT = 0.005  # re-lay the schedule when the end moves by more than this share of the plan
-MAX_MOVES_RECORDED = 40
+MAX_MOVES_RECORDED = 40  # the latest moves kept in plan.json; move_count counts them all
 clock = time.perf_counter  # seconds; a test may drive the pacer with its own clock
 
 
@@ -108,8 +108,9 @@ def make_pacer(budget_seconds: float, planned_steps: int, *, steps_per_epoch: in
             for follower in (self._schedule, *followers):
                 if follower is not None:
                     follower.set_total_steps(self.end)
-            if len(self.report["moves"]) < MAX_MOVES_RECORDED:
-                self.report["moves"].append({"step": self.step, "end": self.end,
-                                             "trained_seconds": round(trained or self.trained_seconds, 1)})
+            moves = self.report["moves"] + [{"step": self.step, "end": self.end,
+                                             "trained_seconds": round(trained or self.trained_seconds, 1)}]
+            self.report["moves"] = moves[-MAX_MOVES_RECORDED:]  # the latest: the last one is where it ended
+            self.report["move_count"] = self.report.get("move_count", 0) + 1
 
     return Pacer()
