@@ -3,7 +3,8 @@
 Sub-packages, each importing only those listed before it (tests/test_structure.py checks it
 against the "May import" line of each one's docstring):
 
-    config, paths, quiet   the TrainConfig, where artifacts live, TensorFlow's start-up noise
+    config, files, paths, quiet   the TrainConfig, the one atomic writer, where artifacts live,
+                                  TensorFlow's start-up noise
     data        CIFAR-10 from any source, class names, uploaded images
     recipes     optimizers, schedules, averaging, TTA, and the named presets
     models      the networks
