@@ -10,15 +10,15 @@ If the files cannot be fetched it says so and asks the page to fall back to refr
 """
 from __future__ import annotations
 
-import os
 import shutil
-import threading
 from pathlib import Path
 from typing import Any, Optional
 
 import plotly
 import streamlit as st
 from streamlit import config
+
+from cifar_core.files import replace_atomically
 
 from . import live_feed
 
@@ -214,12 +214,7 @@ def plotly_js() -> Path:
     if not target.exists():
         source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
         VENDOR_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # two sessions at once
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        replace_atomically(target, lambda tmp: shutil.copyfile(source, tmp))  # two sessions may copy at once
     return target
 
 

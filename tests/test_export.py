@@ -123,21 +123,6 @@ def test_every_architecture_converts_with_builtin_ops_and_inert_augmentation(arc
     assert len(quantised) < len(flat) / 2 and export.tflite_proba(quantised, x).shape == (64, 10)
 
 
-def test_a_failed_write_leaves_nothing_under_the_final_name(tmp_path):
-    def half_then_fail(tmp: Path) -> None:
-        tmp.write_bytes(b"half a flatbuffer")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        export._write_atomic(tmp_path / "model.tflite", half_then_fail)
-    (tmp_path / "saved_model").mkdir()
-    (tmp_path / "saved_model" / "saved_model.pb").write_bytes(b"the previous export")
-    with pytest.raises(OSError):
-        export._write_atomic(tmp_path / "saved_model", lambda tmp: (tmp.mkdir(), half_then_fail(tmp / "x")))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
-    assert (tmp_path / "saved_model" / "saved_model.pb").read_bytes() == b"the previous export"
-
-
 def test_a_run_without_a_model_or_a_bad_format_is_refused_clearly(artifacts):
     path = runs.create_run(TrainConfig(**TINY))
     with pytest.raises(runs.RunError, match="no saved model yet"):

@@ -53,3 +53,19 @@ def test_a_folder_replaces_a_folder_with_files(tmp_path):
     replace_atomically(target, build)
     assert [p.name for p in target.iterdir()] == ["new.pb"]
     assert [p.name for p in tmp_path.iterdir()] == ["saved_model"]
+
+
+def test_a_failed_folder_write_keeps_the_old_folder_whole(tmp_path):
+    target = tmp_path / "saved_model"
+    target.mkdir()
+    (target / "saved_model.pb").write_bytes(b"the previous export")
+
+    def half_then_fail(tmp):
+        tmp.mkdir()
+        (tmp / "x").write_bytes(b"half a flatbuffer")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        replace_atomically(target, half_then_fail)
+    assert [p.name for p in tmp_path.iterdir()] == ["saved_model"]
+    assert (target / "saved_model.pb").read_bytes() == b"the previous export"

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from cifar_core.data.dataset import DataError, Dataset
+from cifar_core.files import replace_atomically
 from cifar_core.data.labels import CLASS_NAMES, INPUT_SHAPE, NUM_CLASSES  # noqa: F401 (re-exported as data.*)
 from cifar_core.data.sources import (
     IMAGE_SUFFIXES, SYNTHETIC_TEST_SIZE, SYNTHETIC_TRAIN_SIZE, keras_download_folder, load_keras,
@@ -218,8 +219,6 @@ def _write_cache(cache_dir: Path, path: Path, dataset: Dataset, key: Optional[st
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for a in arrays:
-            tmp = folder / f".{a}.{os.getpid()}.tmp.npy"
-            np.save(tmp, getattr(dataset, a), allow_pickle=False)
-            os.replace(tmp, folder / f"{a}.npy")
+            replace_atomically(folder / f"{a}.npy", lambda tmp, a=a: np.save(tmp, getattr(dataset, a), allow_pickle=False))
     except OSError:
         pass  # a cache we cannot write only costs time

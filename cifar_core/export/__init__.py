@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import shutil
 import tempfile
-import threading
 import time
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from cifar_core import runs
+from cifar_core.files import replace_atomically
 from cifar_core.data import INPUT_SHAPE, DataError
 from cifar_core.runs import RunError, model_stamp, read_json, write_json
 
@@ -73,14 +72,14 @@ def export_run(run_id: str, fmt: str = "keras") -> ExportResult:
         else:
             model, stamp = runs.load_model_stamped(run_id)
             if fmt == "savedmodel":
-                _write_atomic(folder / FILES[fmt][0], lambda tmp: write_saved_model(model, tmp))
+                replace_atomically(folder / FILES[fmt][0], lambda tmp: write_saved_model(model, tmp))
             else:
                 with tempfile.TemporaryDirectory(dir=folder, prefix=".saved_model-for-tflite-") as tmp:
                     write_saved_model(model, Path(tmp) / "saved_model")
                     flats = {name: to_tflite(Path(tmp) / "saved_model", quantise=i == 1)
                              for i, name in enumerate(FILES[fmt])}
                 for name, flat in flats.items():
-                    _write_atomic(folder / name, lambda tmp, flat=flat: tmp.write_bytes(flat))
+                    replace_atomically(folder / name, lambda tmp, flat=flat: tmp.write_bytes(flat))
                 agreement, images, note = _agreement(run, model, flats)
         paths = tuple(folder / name for name in FILES[fmt])
         result = ExportResult(run_id, fmt, paths, tuple(_size(p) for p in paths),
@@ -211,31 +210,13 @@ def _copy_model(run: runs.Run, dest: Path) -> str:
         raise RunError(f"run {run.run_id} has no saved model yet")
     try:
         stamp = model_stamp(src)
-        _write_atomic(dest, lambda tmp: shutil.copyfile(src, tmp))
+        replace_atomically(dest, lambda tmp: shutil.copyfile(src, tmp))
         unchanged = model_stamp(src) == stamp
     except FileNotFoundError:
         unchanged = False  # retired by a resume between finding and copying it
     if not unchanged:
         raise RunError(f"the model of run {run.run_id} changed while it was exported; try again")
     return stamp
-
-
-def _write_atomic(dest: Path, write: Callable[[Path], Any]) -> None:
-    """`write(tmp)`, then rename tmp over `dest`. A folder is swapped through a second rename,
-    since a folder cannot be renamed over one that has files."""
-    tag = f"{os.getpid()}.{threading.get_ident()}"
-    tmp, old = dest.with_name(f".{dest.name}.{tag}.tmp"), dest.with_name(f".{dest.name}.{tag}.old")
-    try:
-        write(tmp)
-        if tmp.is_dir() and dest.exists():
-            os.rename(dest, old)
-        os.replace(tmp, dest)
-    finally:
-        for leftover in (tmp, old):
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
 
 
 def _size(path: Path) -> int:

@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
+from cifar_core.files import replace_atomically
+
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "train_seconds")
 
 
@@ -46,17 +48,11 @@ def disk_full_reason(exc: Optional[BaseException]) -> Optional[str]:
     return None
 
 
-def _replace_or_discard(tmp: Path, path: Path, write) -> None:
-    """Call `write(tmp)`, then rename `tmp` over `path`; on any failure remove `tmp` (so a full
-    disk leaves neither half a file nor a stray temporary one) and say when the disk is full."""
+def _replace_or_discard(path: Path, write) -> None:
+    """`files.replace_atomically`, saying when the disk is full (DiskFullError names the file)."""
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        replace_atomically(path, write)
     except BaseException as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # the folder itself is gone; the error below says what went wrong first
         reason = disk_full_reason(exc)
         if reason and not isinstance(exc, DiskFullError):
             raise DiskFullError(path, reason) from exc
@@ -103,7 +99,7 @@ def write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
 
-    _replace_or_discard(path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"), path, write)
+    _replace_or_discard(path, write)
 
 
 def save_model(model: Any, path: Path) -> None:
@@ -112,8 +108,7 @@ def save_model(model: Any, path: Path) -> None:
     Raises:
       DiskFullError: the disk filled during the save; the previous file is intact.
     """
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.keras")
-    _replace_or_discard(tmp, path, model.save)
+    _replace_or_discard(path, model.save)  # the temporary name keeps .keras, which Keras requires
 
 
 def model_stamp(path: Path) -> str:
