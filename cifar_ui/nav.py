@@ -19,6 +19,8 @@ class PageInfo:
 
 
 HOME = PageInfo("pages/home.py", "Home", ":material/home:", "What this app does and where things stand.")
+DATA = PageInfo("pages/data.py", "Data", ":material/photo_library:",
+                "The images per class, a batch as the network sees it in training, train/test near-duplicates.")
 TRAIN = PageInfo("pages/train.py", "Train", ":material/model_training:",
                  "Configure and start a run; watch loss and accuracy live; stop or resume.")
 EVALUATE = PageInfo("pages/evaluate.py", "Evaluate", ":material/analytics:",
@@ -33,7 +35,7 @@ RUNS = PageInfo("pages/runs.py", "Runs", ":material/history:",
 SWEEPS = PageInfo("pages/sweeps.py", "Sweeps", ":material/tune:",
                   "Search recipes with Optuna while you are away; the run queue.")
 
-PAGES = (HOME, TRAIN, EVALUATE, PREDICT, BROWSE, RUNS, SWEEPS)
+PAGES = (HOME, DATA, TRAIN, EVALUATE, PREDICT, BROWSE, RUNS, SWEEPS)
 
 _entry_ran = False  # process-wide, like Streamlit's own switch away from the legacy pages/ mode
 

@@ -91,18 +91,30 @@ def content_key(x_train: np.ndarray, x_test: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _cache_path(x_train: np.ndarray, x_test: np.ndarray, cache_dir: Path) -> Path:
+    return Path(cache_dir) / CACHE_FOLDER / f"{content_key(x_train, x_test)}.npz"
+
+
+def read_cached(x_train: np.ndarray, x_test: np.ndarray, cache_dir: Optional[Path]) -> Optional[NearestTrain]:
+    """The kept result for these images, or None (never computed, or unreadable)."""
+    path = None if cache_dir is None else _cache_path(x_train, x_test, cache_dir)
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            found = NearestTrain(index=f["index"], distance=f["distance"], flipped=f["flipped"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return found if len(found.index) == len(x_test) and (found.index < len(x_train)).all() else None
+
+
 def cached_nearest_train(x_train: np.ndarray, x_test: np.ndarray, cache_dir: Optional[Path]) -> NearestTrain:
     """`nearest_train`, kept per data content in `cache_dir` (None: not kept). A cache file that
     cannot be read is recomputed; one that cannot be written only costs the time."""
-    path = None if cache_dir is None else Path(cache_dir) / CACHE_FOLDER / f"{content_key(x_train, x_test)}.npz"
-    if path is not None and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                found = NearestTrain(index=f["index"], distance=f["distance"], flipped=f["flipped"])
-            if len(found.index) == len(x_test):
-                return found
-        except (OSError, ValueError, KeyError):
-            pass
+    found = read_cached(x_train, x_test, cache_dir)
+    if found is not None:
+        return found
+    path = None if cache_dir is None else _cache_path(x_train, x_test, cache_dir)
     found = nearest_train(x_train, x_test)
     if path is not None:
         try:
