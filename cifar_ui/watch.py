@@ -58,8 +58,10 @@ def targets(remembered: Optional[str] = None) -> list[Target]:
     """This server's job first (running or last finished), then runs training elsewhere, newest
     first, then `remembered` (a run this tab watched, so its end result stays on screen)."""
     job = widgets.visible_job()
-    found = [Target(job.run_id, job)] if job is not None else []
-    found += [Target(r.run_id) for r in live.active_runs(exclude=tuple(t.run_id for t in found))]
+    elsewhere = live.active_runs(exclude=(job.run_id,) if job is not None and job.is_alive else ())
+    # This server's ended job gives way to another process now resuming its run: that is the run now.
+    found = [Target(job.run_id, job)] if job is not None and job.run_id not in {r.run_id for r in elsewhere} else []
+    found += [Target(r.run_id) for r in elsewhere]
     if remembered and remembered not in {t.run_id for t in found}:
         try:
             if runs.run_path(remembered).is_dir():

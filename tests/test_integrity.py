@@ -222,6 +222,99 @@ def test_a_resumed_run_killed_mid_training_serves_its_last_epoch_and_resumes_fro
     assert json.loads((run.path / "status.json").read_text())["resumed_from_epoch"] == done
 
 
+# --- a resume changes nothing until training begins; one process trains a run folder ----------
+
+def _folder_state(run_dir: Path) -> dict:
+    """What a resume must not change before it trains: the run's files, byte for byte, and its model file."""
+    files = {name: (run_dir / name).read_bytes() for name in ("status.json", "config.json", "metrics.json",
+                                                              "history.json", evaluation.PREDICTIONS_FILE)}
+    return {**files, "model": runs.model_stamp(run_dir / "model.keras"),
+            "checkpoint": (run_dir / "checkpoint.keras").exists()}
+
+
+def test_resuming_a_run_whose_data_source_moved_is_refused_and_the_run_kept(artifacts, tmp_path):
+    from test_data import _write_official
+
+    source = tmp_path / "cifar-10-batches-py"
+    _write_official(source)
+    job = training.start_job(TrainConfig(epochs=1, batch_size=32, data=str(source)))
+    assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
+    before = _folder_state(job.run_dir)
+    source.rename(tmp_path / "moved")
+
+    with pytest.raises(data.DataError, match="does not exist"):
+        training.resume_job(job.run_id, epochs=2)
+    assert _folder_state(job.run_dir) == before
+    run = runs.load_run(job.run_id)
+    assert run.status == "completed" and run.test_accuracy is not None and run.config.epochs == 1
+    assert run.model_path == run.path / "model.keras"
+
+
+def test_a_stop_while_a_resume_prepares_leaves_the_completed_run_as_it_was(with_run):
+    run_dir = runs.run_path(with_run)
+    before, accuracy = _folder_state(run_dir), runs.load_run(with_run).test_accuracy
+    gates = {}
+    job = training.resume_job(with_run, epochs=3, on_created=lambda j: gates.update(
+        zip(("reached", "release"), _pause_at(j.hooks, "prepared"))))
+    assert gates["reached"].wait(120)  # data and model ready, training not begun
+    assert _folder_state(run_dir) == before
+    with pytest.raises(runs.RunError, match="still training"):
+        runs.delete_run(with_run)  # the run reads completed, yet its resume holds it
+    assert job.stop() is True
+    gates["release"].set()
+    assert job.join(60)
+    snap = job.snapshot()
+    assert snap.status == "stopped" and snap.message.endswith(f"run {with_run} is as it was")
+    assert _folder_state(run_dir) == before  # status, config, metrics, model, predictions untouched
+    run = runs.load_run(with_run)
+    assert run.status == "completed" and run.test_accuracy == accuracy and run.epochs_done == 1
+    again = training.resume_job(with_run, epochs=2)  # and the run resumes as before
+    assert again.join(120) and again.snapshot().status == "completed", again.snapshot().error
+    assert runs.load_run(with_run).epochs_done == 2
+
+
+_HOLD_CLAIM = """
+import sys
+from cifar_core import runs
+claim = runs.claim_run(runs.run_path(sys.argv[1]))
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_run_claimed_by_another_process_is_not_resumed_until_that_process_dies(with_run, artifacts):
+    env = dict(os.environ, CIFAR_ARTIFACTS_DIR=str(artifacts))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_CLAIM, with_run], cwd=ROOT, env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert holder.stdout.readline().strip() == "holding", holder.stdout.read()
+        before = _folder_state(runs.run_path(with_run))
+        with pytest.raises(runs.RunError, match=f"run {with_run} is being trained by another process"):
+            training.resume_job(with_run, epochs=2)
+        with pytest.raises(runs.RunError, match="being trained by another process"):
+            runs.delete_run(with_run)
+        assert _folder_state(runs.run_path(with_run)) == before
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no goodbye: the OS lets the lock go
+        holder.wait(30)
+    job = training.resume_job(with_run, epochs=2)
+    assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
+
+
+def test_another_process_cannot_resume_a_run_this_one_is_preparing_to_resume(with_run, artifacts):
+    gates = {}
+    job = training.resume_job(with_run, epochs=2, on_created=lambda j: gates.update(
+        zip(("reached", "release"), _pause_at(j.hooks, "prepared"))))
+    assert gates["reached"].wait(120)  # its status.json still says completed
+    code = "import sys; from cifar_core import training; training.resume_job(sys.argv[1], epochs=5)"
+    other = subprocess.run([sys.executable, "-c", code, with_run], cwd=ROOT, capture_output=True, text=True,
+                           env=dict(os.environ, CIFAR_ARTIFACTS_DIR=str(artifacts)), timeout=120)
+    gates["release"].set()
+    assert other.returncode != 0 and f"run {with_run} is being trained by another process" in other.stderr
+    assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
+    assert runs.load_run(with_run).config.epochs == 2  # this process's resume, not the other's
+
+
 # --- durations -------------------------------------------------------------------------------
 
 def test_an_interrupted_run_lasts_until_its_last_write_and_a_resume_skips_the_idle_gap(artifacts):

@@ -158,6 +158,37 @@ def test_the_dashboard_watches_a_cli_run_live_and_stops_it(artifacts):
         assert f"Confusion matrix at epoch {run.epochs_done} (" in specs
 
 
+@pytest.mark.slow
+def test_the_train_page_watches_its_last_run_resumed_by_another_process_which_alone_trains_it(artifacts):
+    from cifar_ui import watch
+
+    job = training.start_job(TrainConfig(epochs=1, **QUICK))
+    assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
+    env = {**os.environ, "CIFAR_ARTIFACTS_DIR": str(artifacts), "CIFAR10_DATA": "synthetic"}
+    proc = subprocess.Popen([sys.executable, "-m", "cifar_core", "resume", job.run_id, "--epochs", "200"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while json.loads((job.run_dir / "status.json").read_text()).get("pid") != proc.pid:  # it began training
+            assert time.monotonic() < deadline and proc.poll() is None, "the CLI's resume never began"
+            time.sleep(0.2)
+        while not [t for t in watch.targets() if t.is_active()]:  # this server's ended job gives way to it
+            assert time.monotonic() < deadline, f"the run training elsewhere is not shown: {watch.targets()}"
+            time.sleep(0.2)
+        (target,) = watch.targets()
+        assert target.run_id == job.run_id and not target.owned
+        with pytest.raises(runs.RunError, match=f"run {job.run_id} is being trained by another process"):
+            training.resume_job(job.run_id, epochs=300)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    done = runs.load_run(job.run_id).epochs_done
+    again = training.resume_job(job.run_id, epochs=done + 1)  # its trainer is gone: the run is free
+    assert again.join(120) and again.snapshot().status == "completed", again.snapshot().error
+    (target,) = watch.targets()
+    assert target.owned and target.job is again
+
+
 def test_streamlit_skips_its_full_garbage_collection_after_every_rerun():
     """Streamlit's default gc.collect() after each script run costs 100-300 ms of GIL with
     TensorFlow loaded, per tab per refresh; the project's config turns it off, and Streamlit

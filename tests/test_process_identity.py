@@ -113,10 +113,10 @@ def test_a_resumed_run_records_the_resuming_process(artifacts, tiny_data):
     assert job.join(120) and job.snapshot().status == "completed"
     runs.update_status(job.run_dir, pid_start_ticks=1, boot_id="an earlier boot")  # as if written before
     resumed = training.resume_job(job.run_id, dataset=tiny_data, epochs=2)
+    assert resumed.join(120) and resumed.snapshot().status == "completed"  # written once training began
     status = json.loads((job.run_dir / "status.json").read_text())
     assert status["pid"] == os.getpid() and status["pid_start_ticks"] == start_ticks(os.getpid())
     assert status["boot_id"] == boot_id()
-    assert resumed.join(120) and resumed.snapshot().status == "completed"
 
 
 def test_a_pid_recorded_in_another_process_of_this_host_is_checked_there(artifacts):

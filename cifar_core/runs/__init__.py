@@ -1,9 +1,10 @@
 """The run store: one folder per run under artifacts/runs/, written atomically, listed robustly.
 
 Beside it: `store` (atomic JSON and model writes, disk space, status files), `meta` (a run's
-name, tags and notes) and `heartbeat` (whether a run's trainer is still alive).
+name, tags and notes), `heartbeat` (whether a run's trainer is still alive) and `claim` (the OS
+lock a training process holds on its run folder).
 
-May import: config, paths, quiet, data, recipes, models.
+May import: config, files, paths, quiet, data, recipes, models.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cifar_core.runs import heartbeat
+from cifar_core.runs.claim import Claim, claim_run  # noqa: F401 (re-exported)
 from cifar_core.config import TrainConfig
 from cifar_core.runs.meta import (  # noqa: F401 (re-exported)
     MAX_NAME, MAX_NOTES, META_FILE, clean_meta, read_meta, write_meta,
@@ -291,9 +293,10 @@ def list_runs() -> list[Run]:
 def delete_run(run_id: str) -> None:
     """Remove a run folder; refuses a run that is training right now."""
     run = load_run(run_id)
-    if run.is_active:
+    if run.is_active or run_id in LIVE_RUN_IDS:
         raise RunError(f"run {run_id} is still training; stop it before deleting")
-    shutil.rmtree(run.path)
+    with claim_run(run.path):  # a resume preparing in another process holds it (its status is not yet running)
+        shutil.rmtree(run.path)
 
 
 def load_model(run_id: str):

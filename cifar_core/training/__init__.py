@@ -7,7 +7,7 @@ Beside it: `state` (the job's state, read by every tab), `progress` (the Keras c
 fill it and checkpoint each epoch), `publisher` (live.json and stop requests for other
 processes), `distributed` and `distributed_loop` (tf.distribute strategies and our loop).
 
-May import: config, paths, quiet, data, recipes, models, runs, insight, planning.
+May import: config, files, paths, quiet, data, recipes, models, runs, insight, planning.
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ class TrainingJob:
     def __init__(self, config: TrainConfig, run_dir: Path, *, dataset: Optional[Dataset] = None,
                  history: Optional[dict[str, list[float]]] = None, initial_epoch: int = 0,
                  resume_from: Optional[Path] = None, callbacks: Sequence[Any] = (),
-                 budget_seconds: Optional[float] = None):
+                 budget_seconds: Optional[float] = None, claim: Optional[runs.Claim] = None,
+                 takeover: Optional[dict[str, Any]] = None):
         self.config = config
         # a time budget's run is paced to end on time (planning/pacing.py); its report ends in plan.json
         self.budget_seconds = budget_seconds
@@ -52,6 +53,11 @@ class TrainingJob:
         self.run_id = run_dir.name
         self._dataset = dataset
         self._resume_from = resume_from
+        self._claim = claim  # the OS lock on the run folder (runs/claim.py), let go when the job ends
+        # A resume's takeover of its run folder (status.json, config.json, retiring the final model
+        # and what describes it), done once training begins: until then a Stop or a failure leaves
+        # the run exactly as it was. None: the folder is this job's (a new run, or taken over).
+        self._takeover = takeover
         self.extra_callbacks = list(callbacks)  # the caller's Keras callbacks (a sweep's pruning), after ours
         self.state = JobState(self.run_id, config, history or {}, initial_epoch)
         self._stop = threading.Event()
@@ -60,6 +66,7 @@ class TrainingJob:
         # ("prepared": data and model ready, before fit; "finishing": before the final status).
         self.hooks: dict[str, Callable[[], None]] = {}
         self.final_probabilities = None  # the last epoch's test-split predictions, when made (see progress)
+        self.fit_callbacks: list = []  # the Keras callbacks of this job's fit, once built (ours, then the caller's)
         # live.json for watchers in other processes, and stop requests through the folder; a
         # distributed job's non-chief workers set this False (they write nothing to the run folder).
         self.publish_live = self.cluster.is_chief
@@ -68,6 +75,11 @@ class TrainingJob:
     def _hook(self, name: str) -> None:
         if name in self.hooks:
             self.hooks[name]()
+
+    @property
+    def owns_folder(self) -> bool:
+        """Whether the job has written its run folder: a resume does only once training begins."""
+        return self._takeover is None
 
     @property
     def stop_requested(self) -> bool:
@@ -113,6 +125,8 @@ class TrainingJob:
                 self._publisher.finish()
             runs.LIVE_RUN_IDS.discard(self.run_id)
             distributed.remove_scratch(self.run_dir)  # a non-chief worker's throwaway folder, if this is one
+            if self._claim is not None:
+                self._claim.release()  # last: the folder is final, another process may resume it
 
     def _failure_message(self, exc: BaseException) -> str:
         """What went wrong, for people; a full disk says which folder and what to do."""
@@ -132,7 +146,6 @@ class TrainingJob:
 
     def _train(self) -> None:
         import keras
-        import tensorflow as tf
 
         from cifar_core.insight.evaluation import evaluate_model
         from cifar_core.recipes import recipe_callbacks
@@ -145,17 +158,18 @@ class TrainingJob:
         keras.utils.set_random_seed(cfg.seed)
         train_ds = make_tf_dataset(data.x_train, data.y_train, cfg.batch_size, shuffle_seed=cfg.seed)
         val_ds = make_tf_dataset(data.x_test, data.y_test, cfg.validation_batch_size)
-        batches = int(tf.data.experimental.cardinality(train_ds))  # one pass over the training images ...
+        batches = cluster.batches_per_pass(len(data.x_train), cfg.batch_size)  # one pass over the training images ...
         if cfg.steps_per_epoch and cfg.steps_per_epoch < batches:  # ... or fewer steps (a budget's plan):
             batches = cfg.steps_per_epoch  # the data streams on across epochs, reshuffled at each pass's end
             train_ds = train_ds.repeat()
         model = distributed.build_model(cfg, data.x_train, batches, self._resume_from)  # under the strategy
-        runs.update_status(self.run_dir, distribution=cluster.record(cfg), precision={"used": precision, "why": why})
         initial_epoch = self.state.get("initial_epoch")
         self._hook("prepared")
         if self.stop_requested:  # stopped while preparing: nothing was learned, nothing to save
             self._finish("stopped", message="Stopped before training began; nothing was saved")
             return
+        self._take_over()
+        runs.update_status(self.run_dir, distribution=cluster.record(cfg), precision={"used": precision, "why": why})
         self.state.start_running(batches_per_epoch=batches, message="Training")
         board = make_tensorboard(self.run_dir, initial_epoch, batches)
         # The last epoch's validation doubles as the final evaluation when the weights it sees are
@@ -169,10 +183,11 @@ class TrainingJob:
         callbacks = [make_live_callback(self.state, self, self.run_dir, batches, cfg.batch_size, final),
                      distributed.on_one_device(make_evolution_callback(self, data.x_test, data.y_test, initial_epoch),
                                                cfg, data.x_train),
-                     *recipe_callbacks(cfg, batches), board, *self.extra_callbacks]
+                     *recipe_callbacks(cfg, batches, self.run_dir), board, *self.extra_callbacks]
         pacer = self._pacer(callbacks, batches, initial_epoch)
         if pacer is not None:
             callbacks.append(pacer)
+        self.fit_callbacks = callbacks
         stopped = False
         if initial_epoch < cfg.epochs:
             try:
@@ -180,6 +195,9 @@ class TrainingJob:
                                   steps_per_epoch=batches, validate_last_epoch=not reuse)
             except StopRequested:
                 stopped = True
+                # fit's last act swaps the optimizer's averaged weights in (EMA); a Stop leaves fit before
+                # it, so do it here: the saved model and its metrics are the averaged ones
+                model.optimizer.finalize_variable_values(model.trainable_weights)
             finally:
                 board.close()
                 if pacer is not None:
@@ -198,8 +216,36 @@ class TrainingJob:
         self.state.update(message="Evaluating on the test set")
         metrics = evaluate_model(distributed.evaluation_model(model, final), data, self.run_dir, tta=cfg.tta,
                                  batch_size=cfg.validation_batch_size, model_stamp=stamp,
-                                 probabilities=None if stopped else self.final_probabilities)
+                                 probabilities=None if stopped else self.final_probabilities,
+                                 label_smoothing=cfg.label_smoothing)
         self._finish("stopped" if stopped else "completed", metrics=metrics)
+
+    def _take_over(self) -> None:
+        """A resume makes the run folder its own: status running, the new config, and the final model
+        and its metrics retired (the loadable model must be the one the history ends at)."""
+        plan = self._takeover
+        if plan is None:
+            return
+        runs.forget_unsaved_status(self.run_dir)  # a full disk's failure, superseded by this resume
+        # status first: a kill or a failure from here on leaves an interrupted or failed run that
+        # resumes, never a completed one without its metrics
+        runs.update_status(self.run_dir, status="running", finished_at=None, error=None, traceback=None,
+                           prior_seconds=plan["prior_seconds"], resumed_at=time.time(),
+                           resumed_from_epoch=self.state.get("initial_epoch"), **runs.process_identity())
+        self._takeover = None  # the folder is this job's: its end is written there
+        if self._publisher is not None:
+            self._publisher.publish_now()  # live.json still holds the last session's end: watchers see this one
+        runs.write_json(self.run_dir / "config.json", self.config.to_dict())
+        runs.reserve_space(self.run_dir)
+        from cifar_core.insight.evaluation import PREDICTIONS_FILE
+
+        for stale in ("metrics.json", PREDICTIONS_FILE):  # they describe the model being retired
+            (self.run_dir / stale).unlink(missing_ok=True)
+        checkpoint, final = self.run_dir / "checkpoint.keras", self.run_dir / "model.keras"
+        if plan["from_final"]:
+            os.replace(final, checkpoint)  # readers now load the state the history ends at
+        else:
+            final.unlink(missing_ok=True)  # weights from mid-epoch, ahead of the history: retired
 
     def _pacer(self, callbacks: list, batches: int, initial_epoch: int):
         """The budget's pacer, for a budgeted run on one worker (workers pacing apart would stop at
@@ -221,6 +267,11 @@ class TrainingJob:
             self._hook("finishing")
         now = time.time()
         messages = {"completed": "Finished", "stopped": "Stopped by request", "failed": f"Failed: {error}"}
+        if not self.owns_folder:  # a resume that never began: its run stays exactly as it was
+            before = {"stopped": "Stopped before training began", "failed": f"Failed before training began: {error}"}
+            self.state.update(status=status, message=f"{before.get(status, messages[status])}; run {self.run_id} "
+                              f"is as it was", finished_at=now, error=error, eta_seconds=None)
+            return
         fields: dict[str, Any] = {"status": status, "finished_at": now}
         if error:
             fields.update(error=error, traceback=detail)
@@ -296,60 +347,77 @@ def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: s
     with _current_lock:
         _refuse_if_busy()
         run_dir = distributed.create_run(config, name=name, tags=tags)  # a worker's: a throwaway one
-        if plan is not None:
-            runs.write_json(run_dir / PLAN_FILE, plan)
-        job = TrainingJob(config, run_dir, dataset=dataset, callbacks=callbacks,
-                          budget_seconds=(plan or {}).get("budget_seconds"))
-        _current = job
-        if on_created:
-            on_created(job)
+        claim = runs.claim_run(run_dir)  # a fresh folder: no other process holds it
+        try:
+            if plan is not None:
+                runs.write_json(run_dir / PLAN_FILE, plan)
+            job = TrainingJob(config, run_dir, dataset=dataset, callbacks=callbacks,
+                              budget_seconds=(plan or {}).get("budget_seconds"), claim=claim)
+            _current = job
+            if on_created:
+                on_created(job)
+        except BaseException:
+            claim.release()
+            raise
         return job.start()
 
 
-def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Optional[int] = None) -> TrainingJob:
-    """Continue a stopped or interrupted run from its last saved model, curves continuing."""
+def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Optional[int] = None,
+               on_created: Optional[Callable[[TrainingJob], None]] = None) -> TrainingJob:
+    """Continue a stopped, interrupted or finished run from its last saved model, curves continuing;
+    `on_created` is called with the job before it starts, as by `start_job`.
+
+    Nothing in the run folder changes until training really begins (data and model ready, no Stop):
+    a refusal here, a Stop or a failure while preparing leaves the run exactly as it was.
+
+    Raises:
+      JobBusyError: a job is already running in this process.
+      runs.RunError: another process trains the run, or it cannot be resumed (the message says why).
+      DataError: the run's data source no longer exists or holds no CIFAR-10 data.
+    """
     global _current
     with _current_lock:
         _refuse_if_busy()
         if not distributed.current().is_chief:  # a worker trains along from the chief's folder, writing nothing there
             _current = TrainingJob(dataset=dataset, **distributed.worker_resume(run_id, epochs))
             return _current.start()
-        run = runs.load_run(run_id)
-        if run.broken:
-            raise runs.RunError(f"run {run_id} is broken ({run.broken}) and cannot be resumed")
-        if run.is_active:
-            raise runs.RunError(f"run {run_id} is still training")
-        # Continue from the state at the end of the last completed epoch (weights, optimizer, schedule
-        # step): the checkpoint where there is one, else the final model of a completed run.
-        checkpoint, final = run.path / "checkpoint.keras", run.path / "model.keras"
-        source = checkpoint if checkpoint.is_file() else run.model_path
-        if source is None:
-            raise runs.RunError(f"run {run_id} has no checkpoint to resume from")
-        config = run.config if epochs is None else run.config.replace(epochs=epochs)
-        done = run.epochs_done
-        if done >= config.epochs:
-            raise runs.RunError(f"run {run_id} already has {done} of {config.epochs} epochs; ask for more epochs")
-        runs.check_writable(runs.runs_dir())
-        history = {k: v[:done] for k, v in run.history.items()}
-        runs.write_json(run.path / "config.json", config.to_dict())
-        runs.forget_unsaved_status(run.path)  # a full disk's failure, superseded by this resume
-        runs.update_status(run.path, status="running", finished_at=None, error=None, traceback=None,
-                           prior_seconds=run.duration_seconds or 0.0, resumed_at=time.time(),
-                           resumed_from_epoch=done, **runs.process_identity())
-        runs.reserve_space(run.path)
-        from cifar_core.insight.evaluation import PREDICTIONS_FILE
-
-        for stale in ("metrics.json", PREDICTIONS_FILE):  # they describe the model being retired
-            (run.path / stale).unlink(missing_ok=True)
-        if source == final:
-            os.replace(final, checkpoint)  # readers now load the state the history ends at
-            source = checkpoint
-        else:
-            final.unlink(missing_ok=True)  # weights from mid-epoch, ahead of the history: retired
-        job = TrainingJob(config, run.path, dataset=dataset, history=history, initial_epoch=done,
-                          resume_from=source)
-        _current = job
+        claim = runs.claim_run(runs.run_path(run_id))  # held by the job; refused while another process trains it
+        try:
+            job = _prepare_resume(run_id, claim, dataset, epochs)
+            _current = job
+            if on_created:
+                on_created(job)
+        except BaseException:
+            claim.release()
+            raise
         return job.start()
+
+
+def _prepare_resume(run_id: str, claim: runs.Claim, dataset: Optional[Dataset], epochs: Optional[int]) -> TrainingJob:
+    """The resume's job, every check made (read under the claim, so no other trainer moves the run
+    on meanwhile); it takes the folder over only when training begins (`TrainingJob._take_over`)."""
+    run = runs.load_run(run_id)
+    if run.broken:
+        raise runs.RunError(f"run {run_id} is broken ({run.broken}) and cannot be resumed")
+    if run.is_active:
+        raise runs.RunError(f"run {run_id} is still training")
+    # Continue from the state at the end of the last completed epoch (weights, optimizer, schedule
+    # step): the checkpoint where there is one, else the final model of a completed run.
+    checkpoint = run.path / "checkpoint.keras"
+    source = checkpoint if checkpoint.is_file() else run.model_path
+    if source is None:
+        raise runs.RunError(f"run {run_id} has no checkpoint to resume from")
+    config = run.config if epochs is None else run.config.replace(epochs=epochs)
+    done = run.epochs_done
+    if done >= config.epochs:
+        raise runs.RunError(f"run {run_id} already has {done} of {config.epochs} epochs; ask for more epochs")
+    if dataset is None:
+        locate_source(config.data)  # a source moved or deleted since is refused before anything changes
+    runs.check_writable(runs.runs_dir())
+    history = {k: v[:done] for k, v in run.history.items()}
+    takeover = {"prior_seconds": run.duration_seconds or 0.0, "from_final": source != checkpoint}
+    return TrainingJob(config, run.path, dataset=dataset, history=history, initial_epoch=done,
+                       resume_from=source, claim=claim, takeover=takeover)
 
 
 def _refuse_if_busy() -> None:

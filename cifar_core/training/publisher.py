@@ -105,7 +105,13 @@ class Publisher:
         (self._job.run_dir / STOP_FILE).unlink(missing_ok=True)  # an old request must not stop a resume
         self._thread.start()
 
+    def publish_now(self) -> None:
+        """Write live.json at once, not at the next period (a resume that just took its folder over)."""
+        self._publish()
+
     def _publish(self) -> None:
+        if not self._job.owns_folder:  # a resume writes its run folder only once training begins
+            return
         try:
             runs.write_json(self._job.run_dir / LIVE_FILE, to_record(self._job.state.publish()))
         except OSError:
