@@ -20,9 +20,10 @@ SORTS = {
 OUTCOMES = {"all": "All", "wrong": "Wrong only", "correct": "Correct only"}
 
 
-def scores(preds: TestPredictions) -> dict[str, float]:
-    """Test loss (mean cross-entropy, as Keras reports it) and accuracy from the predictions."""
-    return {"test_loss": float(preds.losses.mean()) if len(preds.labels) else float("nan"),
+def scores(preds: TestPredictions, label_smoothing: float = 0.0) -> dict[str, float]:
+    """Test loss (mean cross-entropy with the run's label smoothing, as Keras reports its val_loss)
+    and accuracy from the predictions."""
+    return {"test_loss": preds.mean_loss(label_smoothing),
             "test_accuracy": preds.accuracy, "num_test_images": len(preds.labels)}
 
 

@@ -128,6 +128,31 @@ def test_the_calibration_is_stored_once_per_model_file(with_run, artifacts):
     assert again["model_stamp"] == evaluation.current_model_stamp(run.path)
 
 
+def test_a_calibration_is_filed_under_the_model_its_predictions_came_from(with_run):
+    """A page still holding an earlier model's predictions when the next model file lands (the
+    trainer's next checkpoint) must not file a fit of them under the new file's stamp."""
+    run = runs.load_run(with_run)
+    old = evaluation.load_cached_predictions(run)  # the trainer's, of the model file it saved
+    model, _ = runs.load_model_stamped(run.run_id)
+    weights = model.get_weights()
+    weights[-2] = weights[-2] * 3.0  # the last layer's kernel: a sharper, differently calibrated model
+    model.set_weights(weights)
+    runs.save_model(model, run.path / "model.keras")
+    run = runs.load_run(with_run)
+    new_stamp = evaluation.current_model_stamp(run.path)
+
+    assert calibration.calibration_for(run, old) is None  # stale, and nothing of the new file to fit on yet
+    assert calibration.read_calibration(run.path, new_stamp) is None  # nothing filed under the new model
+    assert old.model_stamp != new_stamp
+    fresh = evaluation.test_predictions(run)  # the new file's, predicted and cached
+    assert fresh.model_stamp == new_stamp
+    report = calibration.calibration_for(run, fresh)
+    assert report["model_stamp"] == new_stamp
+    assert report["temperature"] == pytest.approx(calibration.calibrate(fresh, run.config.seed)["temperature"])
+    assert report["temperature"] != pytest.approx(calibration.calibrate(old, run.config.seed)["temperature"])
+    assert calibration.read_calibration(run.path, new_stamp) == report
+
+
 # --- pages -------------------------------------------------------------------------------
 
 def test_evaluate_shows_the_reliability_diagram_ece_and_temperature(with_run):
@@ -150,16 +175,22 @@ def _verdict_text(at) -> str:
     return shown[0]
 
 
-def test_predict_uses_the_calibrated_probability_and_says_so(with_run):
+def test_predict_uses_the_calibrated_probability_and_says_so(with_run, artifacts):
+    folder = artifacts / "runs" / with_run
+    fitted = calibration.calibration_for(runs.load_run(with_run))  # the run's calibration.json ...
+    runs.write_json(folder / calibration.CALIBRATION_FILE, {**fitted, "temperature": 3.0})  # ... far from 1
     at = open_page("pages/predict.py")
     at.file_uploader[0].set_value([("good.png", png_bytes(make_synthetic(10, 10, seed=3).x_test[0]), "image/png")])
     at.run()
     assert not at.exception, raised(at)
     text = _verdict_text(at)
-    assert "calibrated with temperature" in text and "the model's own output was" in text
+    assert "calibrated with temperature 3.00" in text
     named = [n for n in CLASS_NAMES if re.search(rf"\b{n}\b", text)]
-    top_bar = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["y"][0]
-    assert named == [top_bar]  # the same answer as the model's raw top class
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    bars = chart["data"][0]
+    assert named == [bars["y"][0]]  # the same answer as the model's raw top class ...
+    assert re.findall(r"\d+\.\d%", text) == [bars["text"][0]]  # ... with one probability on the card
+    assert chart["layout"]["title"]["text"] == "Top 3 (calibrated probability)"  # which one the bars show
 
 
 def test_predict_says_when_a_run_has_no_calibration(with_run, artifacts):

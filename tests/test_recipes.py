@@ -79,7 +79,7 @@ def test_config_refuses_bad_recipe_values_naming_the_field():
                        (dict(tta="rotate"), "tta"), (dict(warmup_epochs=30.0), "warmup_epochs")):
         with pytest.raises(ValueError, match=field):
             TrainConfig(**bad)
-    assert TrainConfig.from_json(TrainConfig(widths=(8, 16, 32)).to_json()).widths == (8, 16, 32)
+    assert TrainConfig.from_dict(json.loads(TrainConfig(widths=(8, 16, 32)).to_json())).widths == (8, 16, 32)
 
 
 @pytest.mark.parametrize("kind,step,expected", [
@@ -91,7 +91,6 @@ def test_schedule_learning_rates_at_chosen_steps(kind, step, expected):
     """10 epochs of 10 steps, peak 1.0, warm-up 2.3 epochs from 0.2, ending at 0.07."""
     config = TrainConfig(epochs=10, learning_rate=1.0, lr_schedule=kind, warmup_epochs=2.3,
                          lr_start_factor=0.2, lr_end_factor=0.07)
-    assert recipe.learning_rate_at(config, step, 10) == pytest.approx(expected, abs=1e-6)
     keras_schedule = recipe.make_schedule(config, 10)
     assert float(keras_schedule(step)) == pytest.approx(expected, abs=1e-5)
 
@@ -201,7 +200,7 @@ def test_resume_continues_the_optimizer_and_schedule(artifacts):
     final = keras.saving.load_model(resumed.model_path, safe_mode=True)
     assert int(final.optimizer.iterations) == 30  # no step repeated or lost
     assert float(final.optimizer.learning_rate) == pytest.approx(
-        recipe.learning_rate_at(config, 30, 10), rel=1e-4)  # the schedule ended where it should
+        float(recipe.make_schedule(config, 10)(30)), rel=1e-4)  # the schedule ended where it should
     assert resumed.history["val_accuracy"][-1] == pytest.approx(uninterrupted["val_accuracy"][-1], abs=0.1)
     assert resumed.history["loss"][-1] == pytest.approx(uninterrupted["loss"][-1], rel=0.25)
 
@@ -230,3 +229,114 @@ def test_early_stopping_ends_with_the_best_epochs_weights(artifacts):
     val = snap.history["val_accuracy"]
     assert 1 <= len(val) <= 4
     assert snap.metrics["test_accuracy"] == pytest.approx(max(val), abs=1e-6)
+
+
+def _stop_at(at_epoch: int, at_batch=None):
+    """A caller's callback asking the running job to stop at that batch's end, or that epoch's end
+    (it runs after the lab's own: the epoch's checkpoint and lookahead's slow weights are saved first)."""
+    import keras
+
+    class StopAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if at_batch is not None and (self.epoch, batch) == (at_epoch, at_batch):
+                training.current_job().stop()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if at_batch is None and epoch == at_epoch:
+                training.current_job().stop()
+
+    return StopAt()
+
+
+def test_a_stopped_ema_run_saves_and_scores_the_averaged_weights(artifacts, tiny_data):
+    """Keras swaps the EMA weights in as fit ends; a Stop leaves fit before that, so the job does it."""
+    import keras
+
+    config = TrainConfig(epochs=3, weight_averaging="ema", batch_size=32, data="synthetic")
+    job = training.start_job(config, dataset=tiny_data, callbacks=[_stop_at(1, 4)])
+    assert job.join(240) and job.snapshot().status == "stopped", job.snapshot().error
+    register_custom_objects()
+    saved = keras.saving.load_model(job.run_dir / "model.keras", safe_mode=True)  # with its optimizer's averages
+    weights = [np.array(w) for w in saved.trainable_weights]
+    saved.optimizer.finalize_variable_values(saved.trainable_weights)  # what a completed fit would do last
+    for before, after in zip(weights, saved.trainable_weights):
+        np.testing.assert_array_equal(before, np.array(after))  # already the averaged weights
+    checkpoint = keras.saving.load_model(job.run_dir / "checkpoint.keras", safe_mode=True)  # epoch 1: raw weights
+    raw = [np.array(w) for w in checkpoint.trainable_weights]
+    checkpoint.optimizer.finalize_variable_values(checkpoint.trainable_weights)
+    assert any(not np.allclose(r, np.array(a)) for r, a in zip(raw, checkpoint.trainable_weights))  # EMA != raw
+    # the reported metrics are those of the averaged weights
+    cached = evaluation.load_cached_predictions(job.run_id)
+    np.testing.assert_allclose(cached.probabilities, evaluation.predict_test_set(saved, tiny_data.x_test), atol=1e-5)
+    assert runs.load_run(job.run_id).metrics["test_accuracy"] == cached.accuracy
+
+
+def _slow_weights_probe(job_ref: dict, seen: dict):
+    """A caller's callback that records the slow weights lookahead starts the fit with, then stops it."""
+    import keras
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            job = job_ref["job"]
+            (lookahead,) = [c for c in job.fit_callbacks if hasattr(c, "slow")]
+            seen.update(slow=[s.copy() for s in lookahead.slow], restored=lookahead.restored)
+            job.stop()
+
+    return Probe()
+
+
+def test_a_resumed_lookahead_run_starts_from_the_slow_weights_saved_with_its_checkpoint(artifacts):
+    import keras
+
+    data = make_synthetic(624, 100, seed=3)  # 13 steps of 48: epoch 1 ends 3 steps after a lookahead step
+    config = TrainConfig(architecture="airbench", widths=(8, 16, 16), epochs=3, batch_size=48, optimizer="sgd",
+                         learning_rate=0.2, weight_averaging="lookahead", data="synthetic")
+    job = training.start_job(config, dataset=data, callbacks=[_stop_at(0)])
+    assert job.join(240) and job.snapshot().status == "stopped", job.snapshot().error
+    with np.load(job.run_dir / recipe.LOOKAHEAD_FILE, allow_pickle=False) as f:
+        step, saved = int(f["step"]), [f[f"slow_{i}"] for i in range(len(f.files) - 1)]
+    register_custom_objects()
+    checkpoint = keras.saving.load_model(job.run_dir / "checkpoint.keras", safe_mode=True)
+    fast = [np.array(w) for w in checkpoint.weights]
+    assert step == int(checkpoint.optimizer.iterations) == 13 and len(saved) == len(fast)
+    assert any(not np.array_equal(s, w) for s, w in zip(saved, fast))  # slow is not the checkpoint's weights
+
+    def resume() -> dict:
+        ref, seen = {}, {}
+        ref["job"] = resumed = training.resume_job(job.run_id, dataset=data)
+        # read by the trainer when it builds fit's callbacks, after loading data and the checkpoint
+        resumed.extra_callbacks.append(_slow_weights_probe(ref, seen))
+        assert resumed.join(240) and resumed.snapshot().status == "stopped", resumed.snapshot().error
+        assert seen, "the probe never ran: the trainer built its callbacks before the test added it"
+        return seen
+
+    seen = resume()
+    assert seen["restored"]
+    for mine, theirs in zip(seen["slow"], saved):
+        np.testing.assert_array_equal(mine, theirs)
+    (job.run_dir / recipe.LOOKAHEAD_FILE).unlink()  # a run from before slow weights were saved
+    seen = resume()
+    assert not seen["restored"]
+    for mine, theirs in zip(seen["slow"], fast):
+        np.testing.assert_array_equal(mine, theirs)  # slow starts as the fast weights, as it always did
+
+
+def test_a_label_smoothing_runs_test_loss_is_its_val_loss_wherever_it_is_measured(artifacts):
+    import io
+
+    from cifar_core import cli
+
+    config = TrainConfig(epochs=1, label_smoothing=0.2, data="synthetic", train_subset=600, test_subset=200,
+                         batch_size=32)
+    job = training.start_job(config)
+    assert job.join(180) and job.snapshot().status == "completed", job.snapshot().error
+    run = runs.load_run(job.run_id)
+    val_loss = run.history["val_loss"][-1]
+    assert run.metrics["test_loss"] == pytest.approx(val_loss, rel=1e-6)  # the trainer's: same weights, same loss
+    out = io.StringIO()
+    assert cli.main(["evaluate", job.run_id], out=out) == 0  # predicted again from the saved file
+    assert runs.load_run(job.run_id).metrics["test_loss"] == pytest.approx(val_loss, rel=1e-4)
+    assert "label smoothing 0.2" in out.getvalue()

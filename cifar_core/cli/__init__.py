@@ -1,4 +1,4 @@
-"""The headless CLI: `python -m cifar_core train | resume | evaluate | predict | export | runs`.
+"""The headless CLI: `python -m cifar_core train | resume | evaluate | predict | export | runs | lr-find`.
 
 It drives the same job, run folders and evaluation as the dashboard, and prints progress by
 polling the job's state, as the dashboard draws it.
@@ -20,8 +20,12 @@ from cifar_core.config import ARCHITECTURES, PRECISIONS, TTA_LEVELS, TrainConfig
 from cifar_core.recipes.presets import DEFAULT_PRESET, PRESETS, preset_config
 from cifar_core.data import DataError, describe_source, locate_source
 from cifar_core.cli import planning as planning_cli
+from cifar_core.cli import report as report_cli
+from cifar_core.insight.report import ReportError
 from cifar_core.planning.probe import ProbeError
+from cifar_core.cli import summary as summary_cli
 from cifar_core.cli import sweeps as sweeps_cli
+from cifar_core.cli import lr_find as lr_find_cli
 from cifar_core.sweeps.storage import SweepError
 
 
@@ -100,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=Path, default=None, help="also copy the files into this folder")
     sub.add_parser("runs", help="list runs, newest first")
     planning_cli.add_probe_command(sub)
+    report_cli.add_command(sub)
+    summary_cli.add_command(sub, _add_config_options)
     sweeps_cli.add_commands(sub, _add_config_options)
+    lr_find_cli.add_command(sub, _add_config_options)
     for command in sub.choices.values():
         command.add_argument("--verbose", action="store_true",
                              help="also show TensorFlow's start-up messages (absl, oneDNN, CUDA) on stderr")
@@ -150,9 +157,13 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     try:
         return {"train": _train, "resume": _resume, "evaluate": _evaluate, "predict": _predict,
                 "export": _export, "runs": _list, "probe": planning_cli.probe_command,
+                "report": report_cli.report_command,
+                "summary": lambda a, o: summary_cli.summary_command(a, o, _load_tensorflow, config_from_args),
                 "sweep": lambda a, o: sweeps_cli.sweep_command(a, o, config_from_args),
-                "queue": lambda a, o: sweeps_cli.queue_command(a, o, config_from_args)}[args.command](args, out)
-    except (_Failure, runs.RunError, DataError, training.JobBusyError, ValueError, ProbeError, SweepError) as exc:
+                "queue": lambda a, o: sweeps_cli.queue_command(a, o, config_from_args),
+                "lr-find": lambda a, o: lr_find_cli.lr_find_command(a, o, config_from_args)}[args.command](args, out)
+    except (_Failure, runs.RunError, DataError, training.JobBusyError, ValueError, ProbeError, SweepError,
+            ReportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -221,9 +232,11 @@ def _follow(job: training.TrainingJob, out: TextIO) -> int:
     if not chief:
         print(f"{snap.status}: {len(snap.history.get('loss', []))} epochs as {task}; the chief saved the run", file=out)
         return 0
-    m = snap.metrics or {}
+    from cifar_core.insight.evaluation import loss_note
+
+    m, note = snap.metrics or {}, loss_note(job.config.label_smoothing)
     print(f"{snap.status}: {len(snap.history.get('loss', []))} epochs in {snap.finished_at - snap.started_at:.0f} s; "
-          f"test loss {m.get('test_loss', float('nan')):.4f}, test accuracy {m.get('test_accuracy', float('nan')):.2%}"
+          f"test loss {m.get('test_loss', float('nan')):.4f}{f' ({note})' if note else ''}, test accuracy {m.get('test_accuracy', float('nan')):.2%}"
           + (f", with TTA ({m['tta']}) {m['test_accuracy_tta']:.2%}" if "test_accuracy_tta" in m else "")
           + (f"; training time {snap.history['train_seconds'][-1]:.0f} s" if snap.history.get("train_seconds") else ""),
           file=out)
@@ -263,8 +276,10 @@ def _evaluate(args: argparse.Namespace, out: TextIO) -> int:
     model, stamp = runs.load_model_stamped(run_id)
     data = evaluation.run_test_data(run)
     metrics = evaluation.evaluate_model(model, data, run.path, batch_size=run.config.validation_batch_size,
-                                        tta=args.tta or run.config.tta, model_stamp=stamp)
-    print(f"run {run_id}: test loss {metrics['test_loss']:.4f}, test accuracy {metrics['test_accuracy']:.2%} "
+                                        tta=args.tta or run.config.tta, model_stamp=stamp,
+                                        label_smoothing=run.config.label_smoothing)
+    note = evaluation.loss_note(run.config.label_smoothing)
+    print(f"run {run_id}: test loss {metrics['test_loss']:.4f}{f' ({note})' if note else ''}, test accuracy {metrics['test_accuracy']:.2%} "
           f"on {metrics['num_test_images']} images"
           + (f"; with TTA ({metrics['tta']}) {metrics['test_accuracy_tta']:.2%}" if "tta" in metrics else ""),
           file=out)

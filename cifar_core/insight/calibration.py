@@ -154,14 +154,19 @@ def read_calibration(run_dir: Path, model_stamp: Optional[str]) -> Optional[dict
     return found
 
 
-def calibration_for(run: "runs.Run", preds: Optional[TestPredictions] = None) -> Optional[dict[str, Any]]:
+def calibration_for(run: "runs.Run", preds: Optional[TestPredictions] = None,
+                    store: bool = True) -> Optional[dict[str, Any]]:
     """The run's calibration for its current model: from calibration.json when it matches the model
-    file, else computed from `preds` (the run's test-set predictions) or the cached ones, and
-    stored. None when the run has no model or no predictions of it yet, or too few test images."""
+    file, else computed from `preds` (the run's test-set predictions; an earlier model's are stale)
+    or the cached ones, stamped with the model they came from (stored only under a known stamp), and
+    stored unless `store` is False. None when the run has no model or no predictions of it yet, or
+    too few test images."""
     stamp = current_model_stamp(run.path)
     stored = read_calibration(run.path, stamp)
     if stored is not None:
         return stored
+    if preds is not None and preds.model_stamp not in (None, stamp):
+        preds = None  # an earlier model's (a page's, while the trainer wrote the next checkpoint): stale
     preds = preds if preds is not None else load_cached_predictions(run)
     if preds is None or stamp is None or run.config is None:
         return None
@@ -169,7 +174,11 @@ def calibration_for(run: "runs.Run", preds: Optional[TestPredictions] = None) ->
         report = calibrate(preds, run.config.seed)
     except ValueError:
         return None
-    report.update(model_stamp=stamp, computed_at=time.time())
+    report.update(model_stamp=preds.model_stamp, computed_at=time.time())  # the model it was fitted on
+    if preds.model_stamp is None:
+        return report  # predictions of a model not known by its file: shown, never filed under a stamp
+    if not store:
+        return report
     try:
         runs.write_json(run.path / CALIBRATION_FILE, report)
     except OSError:

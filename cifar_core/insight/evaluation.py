@@ -21,12 +21,30 @@ PREDICTIONS_FILE = "predictions.npz"
 _EPS = 1e-7  # Keras clips probabilities by this before the log in categorical cross-entropy
 
 
+def cross_entropy(probabilities: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0) -> np.ndarray:
+    """Per-image categorical cross-entropy as Keras' compiled loss computes it from probabilities
+    (clipped to [1e-7, 1 - 1e-7], targets smoothed by `label_smoothing`), in float64. The one
+    definition behind val_loss, the test loss and the per-image losses."""
+    p = np.clip(np.asarray(probabilities, np.float64), _EPS, 1.0 - _EPS)
+    targets = np.eye(p.shape[1], dtype=np.float64)[np.asarray(labels).reshape(-1)]
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / targets.shape[1]
+    return -(targets * np.log(p)).sum(axis=1)
+
+
+def loss_note(label_smoothing: float) -> str:
+    """What a run's test loss includes, for where it is shown ("" without label smoothing)."""
+    return f"with the run's label smoothing {label_smoothing:g}, as its val_loss" if label_smoothing else ""
+
+
 @dataclasses.dataclass(frozen=True)
 class TestPredictions:
     """Class probabilities for a run's test set, with the true labels."""
 
     probabilities: np.ndarray  # (N, 10) float32
     labels: np.ndarray  # (N,) int64
+    # runs.model_stamp of the model file that made them (None: unknown, e.g. a model object in memory)
+    model_stamp: Optional[str] = dataclasses.field(default=None, compare=False)
 
     # Computed once per instance: a Browse page asks for them once per tile.
     @functools.cached_property
@@ -39,9 +57,15 @@ class TestPredictions:
 
     @functools.cached_property
     def losses(self) -> np.ndarray:
-        """Per-image cross-entropy: high means confidently wrong."""
-        p = self.probabilities[np.arange(len(self.labels)), self.labels]
-        return -np.log(np.clip(p, _EPS, 1.0))
+        """Per-image cross-entropy against the true class alone: high means confidently wrong."""
+        return cross_entropy(self.probabilities, self.labels)
+
+    def mean_loss(self, label_smoothing: float = 0.0) -> float:
+        """The test loss as the run's own loss defines it (its label smoothing included), so it
+        equals the last epoch's val_loss when both see the same weights."""
+        if not len(self.labels):
+            return float("nan")
+        return float(cross_entropy(self.probabilities, self.labels, label_smoothing).mean())
 
     @property
     def accuracy(self) -> float:
@@ -59,9 +83,10 @@ def predict_test_set(model: Any, x_test: np.ndarray, batch_size: int = 256) -> n
 
 def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 256,
                    tta: str = "none", model_stamp: Optional[str] = None,
-                   probabilities: Optional[np.ndarray] = None) -> dict[str, Any]:
+                   probabilities: Optional[np.ndarray] = None, label_smoothing: float = 0.0) -> dict[str, Any]:
     """Predict the test set once: write metrics.json and cache the predictions for browsing.
     With `tta` other than "none", also report the test-time-augmented accuracy beside it.
+    `label_smoothing`: the run's (TrainConfig.label_smoothing); the test loss is its val_loss's loss.
 
     `model_stamp` (runs.model_stamp) names the saved file `model` was saved to or loaded from;
     the cached predictions are labelled with it. Without it they are not cached. `probabilities`
@@ -70,11 +95,11 @@ def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 2
     started = time.perf_counter()
     reused = probabilities is not None and len(probabilities) == len(data.x_test)
     probs = probabilities if reused else predict_test_set(model, data.x_test, batch_size)
-    preds = TestPredictions(np.asarray(probs, np.float32), np.asarray(data.y_test))
+    preds = TestPredictions(np.asarray(probs, np.float32), np.asarray(data.y_test), model_stamp)
     if model_stamp is not None:
         save_predictions(run_dir, preds, model_stamp)
     metrics = {
-        "test_loss": float(preds.losses.mean()),
+        "test_loss": preds.mean_loss(label_smoothing),
         "test_accuracy": preds.accuracy,
         "num_test_images": int(len(preds.labels)),
         "evaluated_at": time.time(),
@@ -84,7 +109,7 @@ def evaluate_model(model: Any, data: Dataset, run_dir: Path, batch_size: int = 2
     if tta != "none":
         started = time.perf_counter()
         augmented = tta_predictions(model, data, tta, batch_size, plain=preds.probabilities)
-        metrics.update(test_accuracy_tta=augmented.accuracy, test_loss_tta=float(augmented.losses.mean()),
+        metrics.update(test_accuracy_tta=augmented.accuracy, test_loss_tta=augmented.mean_loss(label_smoothing),
                        tta=tta, tta_seconds=round(time.perf_counter() - started, 3))
     runs.write_metrics(run_dir, metrics)
     return metrics
@@ -132,7 +157,7 @@ def read_predictions(path: Path) -> Optional[tuple[TestPredictions, str]]:
         return None
     if probs.ndim != 2 or probs.shape[1] != NUM_CLASSES or len(probs) != len(labels):
         return None
-    return TestPredictions(probs, labels), stamp
+    return TestPredictions(probs, labels, stamp), stamp
 
 
 def load_cached_predictions(run: "runs.Run | str") -> Optional[TestPredictions]:
@@ -159,7 +184,7 @@ def test_predictions(run: "runs.Run | str", model: Any = None, data: Optional[Da
     if model is None:
         model, model_stamp = runs.load_model_stamped(run.run_id)
     data = data if data is not None else run_test_data(run)
-    preds = TestPredictions(predict_test_set(model, data.x_test), np.asarray(data.y_test))
+    preds = TestPredictions(predict_test_set(model, data.x_test), np.asarray(data.y_test), model_stamp)
     if model_stamp is not None:
         try:
             save_predictions(run.path, preds, model_stamp)

@@ -3,41 +3,26 @@ test-time augmentation. Each is a small function of the TrainConfig; none import
 Beside them: `presets` (the named recipes: Assignment, Fast, Best) and `schedules` (the
 learning-rate schedule as a Keras object saved with the optimizer).
 
-May import: config, paths, quiet, data.
+May import: config, files, paths, quiet, data.
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from cifar_core.config import TrainConfig
+from cifar_core.files import replace_atomically
 
 DEFAULT_TRAIN_IMAGES = 50_000
 LOOKAHEAD_EVERY = 5  # steps between lookahead updates (airbench)
+LOOKAHEAD_FILE = "lookahead.npz"  # lookahead's slow weights beside the run's checkpoint
 
 
 def steps_per_epoch_for(config: TrainConfig, num_train: int) -> int:
     return max(1, math.ceil(num_train / config.batch_size))
-
-
-def learning_rate_at(config: TrainConfig, step: float, steps_per_epoch: int) -> float:
-    """The learning rate of `config` at optimizer step `step` (0-based), in plain Python; the
-    Keras schedule below computes the same thing inside the graph."""
-    peak = config.learning_rate
-    warmup = config.warmup_epochs * steps_per_epoch
-    total = config.epochs * steps_per_epoch
-    if warmup > 0 and step < warmup:
-        frac = step / warmup
-        return peak * (config.lr_start_factor + (1 - config.lr_start_factor) * frac)
-    if config.lr_schedule == "constant":
-        return peak
-    frac = min(1.0, (step - warmup) / max(1.0, total - warmup))
-    end = config.lr_end_factor
-    if config.lr_schedule == "cosine":
-        return peak * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * frac)))
-    return peak * (1 - (1 - end) * frac)  # onecycle: straight down from the peak
 
 
 def make_schedule(config: TrainConfig, steps_per_epoch: int):
@@ -80,13 +65,14 @@ def compile_model(model: Any, config: TrainConfig, steps_per_epoch: Optional[int
 
 # --- callbacks ------------------------------------------------------------------------------
 
-def recipe_callbacks(config: TrainConfig, steps_per_epoch: int) -> list:
-    """Keras callbacks the recipe needs besides the lab's live progress."""
+def recipe_callbacks(config: TrainConfig, steps_per_epoch: int, state_dir: Optional[Path] = None) -> list:
+    """Keras callbacks the recipe needs besides the lab's live progress. `state_dir`: the run
+    folder, where state the checkpoint does not hold (lookahead's slow weights) is kept."""
     import keras
 
     out = []
     if config.weight_averaging == "lookahead":
-        out.append(make_lookahead(config, steps_per_epoch))
+        out.append(make_lookahead(config, steps_per_epoch, state_dir))
     if config.early_stopping_patience:
         # mode="max" stated: Keras' "auto" finds the direction in the compiled metrics, which a
         # custom distributed loop (cifar_core/training/distributed_loop.py) does not have
@@ -100,32 +86,70 @@ def lookahead_decay(step: int, total_steps: int, final_decay: float) -> float:
     return final_decay ** LOOKAHEAD_EVERY * (min(step, total_steps) / max(1, total_steps)) ** 3
 
 
-def make_lookahead(config: TrainConfig, steps_per_epoch: int):
+def save_slow_weights(path: Path, slow: list[np.ndarray], step: int) -> None:
+    """Lookahead's slow weights after optimizer step `step`, written whole or not at all; numpy
+    arrays only, never pickles."""
+    replace_atomically(path, lambda tmp: np.savez(tmp, step=np.int64(step),
+                                                  **{f"slow_{i}": w for i, w in enumerate(slow)}))
+
+
+def load_slow_weights(path: Path, step: int, like: list[np.ndarray]) -> Optional[list[np.ndarray]]:
+    """The slow weights saved at optimizer step `step` for weights shaped as `like`; None when there
+    are none (a run from before they were saved), they are unreadable, or they belong to another
+    step (a kill between the checkpoint and this file) or model."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if int(f["step"]) != step or len(f.files) != len(like) + 1:
+                return None
+            slow = [f[f"slow_{i}"] for i in range(len(like))]
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    if any(s.shape != w.shape or s.dtype != w.dtype for s, w in zip(slow, like)):
+        return None
+    return slow
+
+
+def make_lookahead(config: TrainConfig, steps_per_epoch: int, state_dir: Optional[Path] = None):
+    """The lookahead callback; with `state_dir`, its slow weights are saved there at each epoch's end
+    (after the checkpoint) and a resumed fit starts from the ones saved at its checkpoint's step."""
     import keras
 
     class Lookahead(keras.callbacks.Callback):
         """Every LOOKAHEAD_EVERY steps: slow = lerp(slow, fast, 1 - decay); fast = slow.
-        The slow copy starts from the weights fit starts with (a resumed run's checkpoint)."""
+        The slow copy starts from the one saved with the checkpoint fit resumes from, else
+        from the weights fit starts with (a new run, or one from before slow copies were saved)."""
 
         total = config.epochs * steps_per_epoch
+        restored = False  # whether this fit's slow weights came from the state file
 
         def set_total_steps(self, steps: float) -> None:
             """Reach the final averaging at `steps` (a time budget's pacer moved the run's end)."""
             self.total = int(steps)
 
+        def _step(self) -> int:
+            return int(self.model.optimizer.iterations.numpy())
+
         def on_train_begin(self, logs=None):
-            self._slow = [np.array(v) for v in self.model.weights]
+            fast = [np.array(v) for v in self.model.weights]
+            saved = load_slow_weights(state_dir / LOOKAHEAD_FILE, self._step(), fast) if state_dir else None
+            self.restored = saved is not None
+            self.slow = saved if saved is not None else fast
 
         def on_train_batch_end(self, batch, logs=None):
             step = int(self.model.optimizer.iterations.numpy())
             if step % LOOKAHEAD_EVERY:
                 return
             decay = lookahead_decay(step, self.total, config.averaging_decay)
-            for slow, var in zip(self._slow, self.model.weights):
+            for slow, var in zip(self.slow, self.model.weights):
                 if not np.issubdtype(slow.dtype, np.floating):
                     continue
                 slow += (1.0 - decay) * (np.asarray(var) - slow)
                 var.assign(slow)
+
+        def on_epoch_end(self, epoch, logs=None):
+            # after the lab's checkpoint (an earlier callback): a resume from it finds this step's copy
+            if state_dir is not None:
+                save_slow_weights(state_dir / LOOKAHEAD_FILE, self.slow, self._step())
 
     return Lookahead()
 

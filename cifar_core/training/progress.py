@@ -10,6 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from cifar_core import runs
+from cifar_core.insight.evaluation import cross_entropy
 from cifar_core.training.state import JobState
 
 
@@ -29,11 +30,7 @@ def batch_values(batch: int, means: tuple[float, ...], previous: tuple[float, ..
 def validation_metrics(probabilities: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0) -> dict:
     """val_loss and val_accuracy as Keras' compiled categorical cross-entropy (clipped at 1e-7,
     with the recipe's label smoothing) and accuracy compute them, from probabilities."""
-    targets = np.eye(probabilities.shape[1], dtype=np.float64)[labels]
-    if label_smoothing:
-        targets = targets * (1.0 - label_smoothing) + label_smoothing / probabilities.shape[1]
-    p = np.clip(probabilities.astype(np.float64), 1e-7, 1.0 - 1e-7)
-    loss = float(-(targets * np.log(p)).sum(axis=1).mean())
+    loss = float(cross_entropy(probabilities, labels, label_smoothing).mean())
     return {"val_loss": loss, "val_accuracy": float((probabilities.argmax(axis=1) == labels).mean())}
 
 
