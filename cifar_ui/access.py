@@ -3,9 +3,11 @@
 - Neither setting: a local lab; everyone who reaches it may act (the server listens on
   127.0.0.1 unless started with `--server.address`).
 - `CIFAR_LAB_PASSWORD` (environment, or `.streamlit/secrets.toml`): every page stays viewable;
-  actions that change state (Start, Stop, Resume, Delete, editing a run's name, tags and notes,
-  building or downloading a model export) ask for the password once per browser session.
-  Wrong tries slow down further tries, for every session of the server.
+  actions that change state or start heavy work (Start, Stop, Resume, Delete, editing a run's
+  name, tags and notes, evaluating with TTA, building or downloading a model export) ask for the
+  password once per browser session; a session that may not act writes nothing into a run folder.
+  Wrong tries slow down further tries from the same client (its IP address), are forgotten
+  after a quiet while, and are cleared by the right password.
 - `CIFAR_LAB_READONLY=1`: a public viewer; no action is shown at all, password or not.
 
 The CLI is unaffected: it runs as the user. Pages ask `can_act()` and show `locked_reason()`.
@@ -17,6 +19,7 @@ import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from typing import Optional
 
 import streamlit as st
@@ -26,8 +29,14 @@ READONLY_ENV = "CIFAR_LAB_READONLY"
 UNLOCKED_KEY = "cifar_lab_unlocked"
 FREE_TRIES = 3  # wrong passwords before each further try must wait
 MAX_WAIT_SECONDS = 60.0
+FORGET_SECONDS = 15 * 60.0  # a client's wrong tries are forgotten this long after its last one
+MAX_CLIENTS = 10_000  # clients remembered at once (the longest quiet forgotten first): bounded memory
+LOCAL_CLIENT = "local"  # connections from this machine, for which Streamlit reports no address
 
-_failures = {"count": 0, "last": 0.0}  # server-wide: a new browser session does not reset it
+# Keyed by client, not by session: a new browser session must not start afresh, but one client's
+# wrong guesses must not make another wait. client -> (wrong tries, time.monotonic() of the last),
+# ordered from the longest quiet to the latest.
+_failures: "OrderedDict[str, tuple[int, float]]" = OrderedDict()
 _failures_lock = threading.Lock()
 
 
@@ -58,46 +67,77 @@ def locked_reason() -> str:
     if read_only():
         return "This lab is read-only."
     if not can_act():
-        return "Locked: enter the lab password in the sidebar to train, stop, delete or edit runs."
+        return "Locked: enter the lab password in the sidebar to train, stop, evaluate, delete or edit runs."
     return ""
 
 
-def wait_before_next_try(now: Optional[float] = None) -> float:
-    """Seconds a password try must still wait: none until FREE_TRIES wrong ones, then 1 s after
-    the last wrong one, doubling with each further wrong try, at most MAX_WAIT_SECONDS."""
+def client_key() -> str:
+    """Who is trying a password, for the back-off: the connection's IP address
+    (`st.context.ip_address`). Streamlit reports none for a connection from this machine: that is
+    the owner, or a reverse proxy on it, whose X-Forwarded-For then names the client in its last
+    entry (the one the proxy appended; a client can only prepend to it)."""
+    try:
+        ip = st.context.ip_address
+        forwarded = None if isinstance(ip, str) and ip else st.context.headers.get("X-Forwarded-For")
+    except Exception:  # noqa: BLE001 - outside a served page (a script, a test) there is no connection
+        ip = forwarded = None
+    if isinstance(ip, str) and ip:
+        return ip
+    if isinstance(forwarded, str) and forwarded.strip():
+        return f"{LOCAL_CLIENT} for {forwarded.split(',')[-1].strip()}"
+    return LOCAL_CLIENT
+
+
+def _recent_failures(client: str, now: float) -> tuple[int, float]:
+    """(wrong tries, time of the last) of `client`, forgetting every client quiet for FORGET_SECONDS.
+    Call with the lock held."""
+    while _failures:
+        oldest, (_, last) = next(iter(_failures.items()))
+        if now - last < FORGET_SECONDS and len(_failures) <= MAX_CLIENTS:
+            break
+        del _failures[oldest]
+    return _failures.get(client, (0, 0.0))
+
+
+def wait_before_next_try(client: str, now: Optional[float] = None) -> float:
+    """Seconds `client`'s next password try must still wait: none until FREE_TRIES wrong ones, then
+    1 s after the last wrong one, doubling with each further wrong try, at most MAX_WAIT_SECONDS."""
     now = time.monotonic() if now is None else now
     with _failures_lock:
-        extra = _failures["count"] - FREE_TRIES
-        if extra < 0:
-            return 0.0
-        wait = min(MAX_WAIT_SECONDS, 2.0 ** extra)
-        return max(0.0, _failures["last"] + wait - now)
+        return _wait_locked(client, now)
 
 
-def try_password(attempt: str, now: Optional[float] = None) -> tuple[bool, str]:
-    """Check `attempt` (constant-time); unlock this session when it is right.
+def _wait_locked(client: str, now: float) -> float:
+    """wait_before_next_try with the lock held."""
+    count, last = _recent_failures(client, now)
+    extra = count - FREE_TRIES
+    if extra < 0:
+        return 0.0
+    return max(0.0, last + min(MAX_WAIT_SECONDS, 2.0 ** extra) - now)
+
+
+def try_password(attempt: str, now: Optional[float] = None, client: Optional[str] = None) -> tuple[bool, str]:
+    """Check `attempt` (constant-time) from `client` (`client_key()` when None); unlock this
+    session and forget the client's wrong tries when it is right.
 
     Returns (unlocked, message for people)."""
     password = lab_password()
     if password is None:
         return True, "No password is set: everyone may act."
     now = time.monotonic() if now is None else now
-    wait = wait_before_next_try(now)
-    if wait > 0:
-        return False, f"Too many wrong passwords: try again in {math.ceil(wait)} s."
-    if hmac.compare_digest(attempt.encode("utf-8"), password.encode("utf-8")):
-        st.session_state[UNLOCKED_KEY] = True
-        return True, "Unlocked for this browser session."
-    with _failures_lock:
-        _failures["count"] += 1
-        _failures["last"] = now
-    return False, "Wrong password."
-
-
-def reset_failures() -> None:
-    """Forget wrong tries (tests; a server restart does the same)."""
-    with _failures_lock:
-        _failures.update(count=0, last=0.0)
+    client = client_key() if client is None else client
+    with _failures_lock:  # one try at a time: many sessions of one client cannot try in parallel
+        wait = _wait_locked(client, now)
+        if wait > 0:
+            return False, f"Too many wrong passwords: try again in {math.ceil(wait)} s."
+        count, _ = _failures.pop(client, (0, 0.0))
+        right = hmac.compare_digest(attempt.encode("utf-8"), password.encode("utf-8"))
+        if not right:
+            _failures[client] = (count + 1, now)  # now the latest: the last to be forgotten
+    if not right:
+        return False, "Wrong password."
+    st.session_state[UNLOCKED_KEY] = True
+    return True, "Unlocked for this browser session."
 
 
 def sidebar() -> None:

@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from cifar_core.insight import evaluation, predict
+from cifar_core.insight import evaluation, predict, report
 from cifar_core import runs
 from cifar_core.data import DataError, Dataset
 from cifar_core.insight.evaluation import TestPredictions
+
+from . import access
 
 # What loading a run's model, data or predictions can raise; pages show these as st.error.
 LOAD_ERRORS = (runs.RunError, DataError, OSError)
@@ -62,19 +64,23 @@ def test_data_for(run: runs.Run) -> Dataset:
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting the test set (once per model)…")
-def _predictions(run_id: str, stamp: str, config_json: str, _run: runs.Run) -> TestPredictions:
+def _predictions(run_id: str, stamp: str, config_json: str, store: bool, _run: runs.Run) -> TestPredictions:
     cached = evaluation.load_cached_predictions(_run)
     if cached is not None:  # the usual case: training cached them; no model, no TensorFlow
         return cached
     model, loaded_stamp = _model(run_id, stamp)
+    # Without a stamp the core does not write predictions.npz: a viewer who may not act sees the
+    # predictions but never writes into the run folder. `store` is in the key: a session that may
+    # act after a viewer predicts again and caches them (once per model file).
     return evaluation.test_predictions(_run, model=model, data=_test_data(run_id, config_json, _run),
-                                       model_stamp=loaded_stamp)
+                                       model_stamp=loaded_stamp if store else None)
 
 
 def predictions_for(run: runs.Run) -> tuple[TestPredictions, Dataset]:
-    """The run's test-set predictions and the images they belong to."""
+    """The run's test-set predictions and the images they belong to (cached in the run folder
+    only for a session that may act, cifar_ui/access.py)."""
     _usable(run)
-    preds = _predictions(run.run_id, model_stamp(run), run.config.to_json(), run)
+    preds = _predictions(run.run_id, model_stamp(run), run.config.to_json(), access.can_act(), run)
     data = test_data_for(run)
     if not np.array_equal(preds.labels, data.y_test):
         raise runs.RunError(f"the cached predictions of run {run.run_id} do not match its test set "
@@ -116,3 +122,15 @@ def explain_upload(run: runs.Run, upload: Any) -> dict[str, Any]:
     """
     _usable(run)
     return _explain(run.run_id, model_stamp(run), upload.file_id, upload.name, upload.getvalue())
+
+
+def report_html(run: runs.Run) -> bytes:
+    """The run's self-contained HTML report (cifar_core/insight/report.py), made from the same
+    predictions the pages show (so a viewer's download writes nothing into the run folder).
+    A report that cannot be made is a one-line page saying why."""
+    try:
+        preds, _ = predictions_for(run)
+        text = report.build_report(run.run_id, preds=preds)
+    except (report.ReportError, *LOAD_ERRORS) as exc:
+        text = f"<!DOCTYPE html><meta charset='utf-8'><p>No report for run {run.run_id}: {exc}</p>"
+    return text.encode("utf-8")

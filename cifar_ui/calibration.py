@@ -13,15 +13,16 @@ from cifar_core import runs
 from cifar_core.insight.evaluation import TestPredictions
 from cifar_core.data.labels import CLASS_NAMES
 
-from . import fmt
+from . import access, fmt
 
 
 def calibration_for(run: runs.Run, preds: Optional[TestPredictions] = None) -> Optional[dict[str, Any]]:
-    """The run's stored calibration for its current model, computed and stored once from its
-    test-set predictions (`preds`, else the cached ones); None when there are none yet. Not cached
-    in Streamlit: the core reads calibration.json through its parse cache."""
+    """The run's stored calibration for its current model, computed once from its test-set
+    predictions (`preds`, else the cached ones) and stored when this session may act
+    (cifar_ui/access.py; a viewer's is computed, a few ms, and never written); None when there are
+    none yet. Not cached in Streamlit: the core reads calibration.json through its parse cache."""
     try:
-        return calibration.calibration_for(run, preds)
+        return calibration.calibration_for(run, preds, store=access.can_act())
     except OSError:
         return None
 
@@ -50,23 +51,32 @@ def render_calibration(run: runs.Run, preds: TestPredictions) -> None:
     st.caption(f"Temperature fitted on {split['fit_images']:,} test images, a class-stratified half of the run's "
                f"{split['test_images']:,} (seed {split['seed']}), by minimising their negative log-likelihood. "
                f"ECE, NLL and the diagram are measured on the other {split['report_images']:,} images, which the "
-               f"fit never saw. Scaling keeps every predicted class. Predict's \"unsure\" warning uses the "
-               f"calibrated probability.")
+               f"fit never saw. Scaling keeps every predicted class. Predict shows the calibrated probability "
+               f"(its \"unsure\" warning too).")
+
+
+def shown_probabilities(probabilities: np.ndarray, report: Optional[dict[str, Any]]) -> np.ndarray:
+    """The one probability per class that a picture's card shows everywhere (its sentence, its
+    bars, its "why" panel): the calibrated one when the run has a temperature, else the model's own."""
+    return calibration.calibrated(probabilities, report)
+
+
+def probability_kind(report: Optional[dict[str, Any]]) -> str:
+    """Which probability shown_probabilities gives, for a chart's title."""
+    return "model's own probability" if report is None else "calibrated probability"
 
 
 def verdict(probabilities: np.ndarray, report: Optional[dict[str, Any]]) -> tuple[bool, str]:
     """(unsure?, the sentence) for one picture: the top class is the model's own; its probability
     is the calibrated one when the run has a temperature, and the sentence says which it is."""
-    raw = np.asarray(probabilities, np.float64)
-    top = int(raw.argmax())  # temperature scaling keeps the order of classes: the answer is unchanged
-    name = CLASS_NAMES[top]
+    shown = shown_probabilities(probabilities, report)
+    top = int(np.argmax(probabilities))  # temperature scaling keeps the order of classes: the answer is unchanged
+    name, p = CLASS_NAMES[top], float(shown[top])
     if report is None:
-        p, how = float(raw[top]), "the model's own probability; this run has no calibration yet (open Evaluate)"
+        how = "the model's own probability; this run has no calibration yet (open Evaluate)"
     else:
-        p = float(calibration.calibrated(raw, report)[top])
-        how = (f"calibrated with temperature {report['temperature']:.2f}; the model's own output was "
-               f"{fmt.pct(float(raw[top]))}")
-    low = predict.is_low_confidence(calibration.calibrated(raw, report))
+        how = f"calibrated with temperature {report['temperature']:.2f}"
+    low = predict.is_low_confidence(shown)
     if low:
         return True, (f"The model is unsure: its best guess, {name}, has only {fmt.pct(p)} ({how}). "
                       f"The picture may show none of the ten classes.")

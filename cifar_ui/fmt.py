@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import Counter
 from typing import Optional, Sequence
 
 import pandas as pd
@@ -79,6 +80,20 @@ def run_label(run: Run) -> str:
     preset = f" · {run.config.preset}" if run.config is not None else ""
     name = f"{run.name} · " if run.name else ""
     return f"{name}{run.run_id} · {run.status}{extra}{preset}"
+
+
+def compare_labels(runs: Sequence[Run]) -> dict[str, str]:
+    """Run id -> "name (preset)" for a chart's legend or a table's row, unique among `runs`: where
+    that repeats, the id's random tail tells the runs apart (the whole id, should the tails repeat too)."""
+    def label(r: Run, tag: str = "") -> str:
+        title = f"{r.title} · {tag}" if tag else r.title
+        return f"{title} ({r.config.preset})" if r.config is not None else title
+
+    labels = {r.run_id: label(r) for r in runs}
+    for tag in (lambda r: r.run_id.rsplit("-", 1)[-1], lambda r: r.run_id):
+        counts = Counter(labels.values())
+        labels.update({r.run_id: label(r, tag(r)) for r in runs if counts[labels[r.run_id]] > 1})
+    return labels
 
 
 def epochs_text(run: Run) -> str:

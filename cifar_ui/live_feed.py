@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -49,6 +50,15 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # Streamlit serv
 FEED_DIR = STATIC_DIR / "live"
 URL_PREFIX = "app/static/live"
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run folder's name: a file name, never a path
+PATH_SHOWN = "<path>"  # what the public files show in place of a path
+_PATH_CHAR = r"[^\s'\"`<>|,;()\[\]{}]"  # a path runs until a space, a quote or a bracket ...
+_PATH_GOES_ON = rf"(?: {_PATH_CHAR}*[/\\]{_PATH_CHAR}*)*"  # ... unless the word after the space has a / in it
+_PATHS = re.compile(
+    rf"(?:(?<![\w.~/\\-])/(?!/)(?={_PATH_CHAR})"  # POSIX absolute (not a URL's //, not 1/3 or and/or)
+    rf"|(?<![\w.~/\\-])~[\w.-]*/"  # under a home folder
+    rf"|(?<![\w\\])[A-Za-z]:[\\/]"  # Windows drive
+    rf"|\\\\(?=\w))"  # Windows share
+    rf"{_PATH_CHAR}*{_PATH_GOES_ON}")
 
 
 def current_session() -> Optional[str]:
@@ -73,6 +83,21 @@ def scope() -> str:
     return hashlib.sha1(str(paths.artifacts_dir()).encode()).hexdigest()[:12]
 
 
+def scrub_paths(text: str) -> str:
+    """`text` with every file system path in it replaced by PATH_SHOWN. The feed's files are public
+    (docs/security.md) and a failure's message often names one (the data folder, a run folder, a
+    full disk's). Folders that may hold spaces are replaced whole first: the artifacts folder, the
+    home and temporary folders, this checkout."""
+    def shown(match: re.Match) -> str:  # a sentence's full stop or colon after a path stays
+        found = match.group()
+        return PATH_SHOWN + found[len(found.rstrip(".:")):]
+
+    roots = {str(paths.artifacts_dir()), str(Path.home()), tempfile.gettempdir(), str(STATIC_DIR.parent)}
+    for root in sorted((r for r in roots if len(r) > 1 and os.path.isabs(r)), key=len, reverse=True):
+        text = re.sub(re.escape(root) + _PATH_CHAR + "*" + _PATH_GOES_ON, shown, text)
+    return _PATHS.sub(shown, text)
+
+
 def variant_key(smoothing: float, x_axis: str) -> str:
     if x_axis not in charts.X_AXES:
         raise ValueError(f"x_axis must be one of {charts.X_AXES}, got {x_axis!r}")
@@ -81,13 +106,16 @@ def variant_key(smoothing: float, x_axis: str) -> str:
 
 def progress_doc(snap: Optional[JobSnapshot], run_id: str, charts_version: int = -1) -> dict[str, Any]:
     """What the panel shows above the charts, as JSON: a few hundred bytes. `charts_version` is
-    the curves' version in the figures files: a tab fetches them only when it is newer than its own."""
+    the curves' version in the figures files: a tab fetches them only when it is newer than its own.
+    Every progress file is made here, so here its text loses any path (scrub_paths)."""
     if snap is None:
-        return {"run_id": run_id, "status": "gone", "active": False, "fed_at": time.time(),
-                "message": "The run is gone (deleted, or the artifacts folder changed).", "version": -1}
-    return {"run_id": snap.run_id, "status": snap.status, "message": snap.message, "active": snap.is_active,
-            "progress": round(snap.progress, 4), "text": progress_text(snap), "version": snap.version,
-            "epochs_done": len(snap.history.get("loss", [])), "charts": charts_version, "fed_at": time.time()}
+        doc = {"run_id": run_id, "status": "gone", "active": False, "fed_at": time.time(),
+               "message": "The run is gone (deleted, or the artifacts folder changed).", "version": -1}
+    else:
+        doc = {"run_id": snap.run_id, "status": snap.status, "message": snap.message, "active": snap.is_active,
+               "progress": round(snap.progress, 4), "text": progress_text(snap), "version": snap.version,
+               "epochs_done": len(snap.history.get("loss", [])), "charts": charts_version, "fed_at": time.time()}
+    return {k: scrub_paths(v) if isinstance(v, str) else v for k, v in doc.items()}
 
 
 def figures_json(snap: JobSnapshot, smoothing: float, x_axis: str) -> str:

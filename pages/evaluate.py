@@ -1,5 +1,7 @@
 """Evaluate: a run's test loss and accuracy, confusion matrix, per-class scores, most confused
 pairs, and the first four test images with their predictions (the assignment's step 4)."""
+import functools
+
 import pandas as pd
 import streamlit as st
 
@@ -7,7 +9,7 @@ from cifar_core import charts
 from cifar_core.charts import explain as charts_explain
 from cifar_core.insight import evaluation
 from cifar_core.config import TTA_LEVELS
-from cifar_ui import browse_link, cache, fmt, gallery, nav, widgets
+from cifar_ui import access, browse_link, cache, fmt, gallery, nav, widgets
 from cifar_ui.calibration import render_calibration
 from cifar_ui.evolution import render_evolution
 
@@ -30,30 +32,40 @@ except cache.LOAD_ERRORS as exc:
     st.error(f"Cannot evaluate run {run.run_id}: {exc}", icon=":material/error:")
     st.stop()
 
-score = gallery.scores(preds)
+score = gallery.scores(preds, run.config.label_smoothing)
 recorded = run.metrics or {}
 tta = "test_accuracy_tta" in recorded
 cols = iter(st.columns(5 if tta else 4))
 next(cols).metric("Test accuracy", fmt.pct(score["test_accuracy"]), help="Plain: one view per test image.")
-next(cols).metric("Test loss", fmt.number(score["test_loss"]))
+next(cols).metric("Test loss", fmt.number(score["test_loss"]),
+                  help=f"Mean cross-entropy {evaluation.loss_note(run.config.label_smoothing)}".rstrip() + ".")
 if tta:
     next(cols).metric(f"With TTA ({recorded['tta']})", fmt.pct(recorded["test_accuracy_tta"]),
                       help="Recorded at the end of training: the mean prediction over augmented copies of "
                            "each image.")
 next(cols).metric("Test images", f"{score['num_test_images']:,}")
 next(cols).metric("Epochs trained", fmt.epochs_text(run))
+st.download_button("Download the report (HTML)", data=functools.partial(cache.report_html, run),
+                   file_name=f"{run.run_id}-report.html", mime="text/html", icon=":material/summarize:",
+                   on_click="ignore", help="Everything on this page and the curves, in one file that opens offline.")
 with st.expander("Test-time augmentation", icon=":material/flip:"):
     st.caption("Averages the model's predictions over mirrored (flip) and also one-pixel-shifted (flip_shift) "
                "copies of each test image. Costs 2 or 6 predictions per image; the model is unchanged.")
-    level = st.selectbox("Views", [t for t in TTA_LEVELS if t != "none"], key="evaluate_tta_level")
-    if st.button("Evaluate with TTA", icon=":material/play_arrow:"):
-        try:
-            acc = cache.tta_accuracy_for(run, level)
-        except cache.LOAD_ERRORS as exc:
-            st.error(f"Cannot evaluate run {run.run_id}: {exc}", icon=":material/error:")
-        else:
-            st.metric(f"Test accuracy with TTA ({level})", fmt.pct(acc),
-                      delta=f"{(acc - score['test_accuracy']) * 100:+.1f} points vs plain")
+    # Predicting the test set 2 or 6 times is work only those who may act start (cifar_ui/access.py).
+    allowed = access.can_act()
+    if access.read_only():
+        st.caption(access.locked_reason())
+    else:
+        level = st.selectbox("Views", [t for t in TTA_LEVELS if t != "none"], key="evaluate_tta_level")
+        if st.button("Evaluate with TTA", icon=":material/play_arrow:", disabled=not allowed,
+                     help=access.locked_reason() or None) and allowed:
+            try:
+                acc = cache.tta_accuracy_for(run, level)
+            except cache.LOAD_ERRORS as exc:
+                st.error(f"Cannot evaluate run {run.run_id}: {exc}", icon=":material/error:")
+            else:
+                st.metric(f"Test accuracy with TTA ({level})", fmt.pct(acc),
+                          delta=f"{(acc - score['test_accuracy']) * 100:+.1f} points vs plain")
 
 st.subheader(f"First {FIRST_N} test images")
 tiles = st.columns(FIRST_N)

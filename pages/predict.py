@@ -5,7 +5,7 @@ import streamlit as st
 from cifar_core import charts
 from cifar_core.insight import predict
 from cifar_ui import cache, fmt, nav, why, widgets
-from cifar_ui.calibration import calibration_for, verdict
+from cifar_ui.calibration import calibration_for, probability_kind, shown_probabilities, verdict
 
 nav.require_entry(nav.PREDICT)
 
@@ -44,9 +44,10 @@ for upload in files:
         except cache.LOAD_ERRORS as exc:
             st.error(f"Cannot load the model of run {run.run_id}: {exc}", icon=":material/error:")
             st.stop()
-        pairs = predict.top_k(result["probabilities"], k)
+        probabilities = shown_probabilities(result["probabilities"], calibrated)  # one number per class per card
+        pairs = predict.top_k(probabilities, k)
         name = pairs[0][0]
-        unsure, sentence = verdict(result["probabilities"], calibrated)  # same class; calibrated probability
+        unsure, sentence = verdict(result["probabilities"], calibrated)  # same class, same probability
         if unsure:
             st.warning(sentence, icon=":material/help:")
         else:
@@ -54,12 +55,13 @@ for upload in files:
         cols = st.columns(4)
         cols[0].image(widgets.fit(result["original"], SHOW_PIXELS), caption="Your picture")
         cols[1].image(widgets.upscale(result["small"], SHOW_PIXELS), caption="What the model sees (32×32)")
-        cols[2].plotly_chart(charts.top_k_bars(pairs, title=f"Top {k}"), key=f"topk-{upload.file_id}")
+        cols[2].plotly_chart(charts.top_k_bars(pairs, title=f"Top {k} ({probability_kind(calibrated)})"),
+                             key=f"topk-{upload.file_id}")
         cols[3].image(predict.overlay_heatmap(result["small"], result["heat"], size=SHOW_PIXELS),
                       caption=f"Why: red regions, when hidden, lower '{name}' most")
         # Off by default: a page of uploads should not pay a backward pass per picture nobody asked about.
         if st.toggle("Why? Grad-CAM, occlusion and feature maps", key=f"why-on-{upload.file_id}"):
             try:
-                why.why_panel(run, result["small"], result["probabilities"], key=f"why-{upload.file_id}")
+                why.why_panel(run, result["small"], probabilities, key=f"why-{upload.file_id}")
             except cache.LOAD_ERRORS as exc:
                 st.error(f"Cannot load the model of run {run.run_id}: {exc}", icon=":material/error:")

@@ -8,7 +8,7 @@ import streamlit as st
 from cifar_core import charts, export, runs
 from cifar_core.insight import evaluation
 from cifar_core.planning.records import predicted_against_actual
-from cifar_ui import access, fmt, nav, widgets
+from cifar_ui import access, cache, fmt, nav, network, widgets
 
 nav.require_entry(nav.RUNS)
 
@@ -64,9 +64,9 @@ with_history = [r for r in listed if not r.broken and r.history]
 if not with_history:
     st.caption("No run has a completed epoch yet.")
 else:
+    labels = fmt.compare_labels(with_history)  # one per run id, even where names and presets repeat
     chosen = st.multiselect("Runs", [r.run_id for r in with_history],
-                            default=[r.run_id for r in with_history[:COMPARE_DEFAULT]])
-    labels = {r.run_id: f"{r.title} ({r.config.preset})" if r.config else r.title for r in with_history}
+                            default=[r.run_id for r in with_history[:COMPARE_DEFAULT]], format_func=labels.get)
     histories = {labels[r.run_id]: r.history for r in with_history if r.run_id in chosen}
     x_axis = st.segmented_control("Curves against", charts.X_AXES, default="epoch", key="runs_x",
                                   format_func={"epoch": "Epochs", "minutes": "Training minutes"}.get) or "epoch"
@@ -92,6 +92,7 @@ st.subheader("Files and deletion")
 run = widgets.pick_run(all_runs, label="Run", state_key="runs_page_run")
 if run.broken:
     st.warning(f"Run {run.run_id} is broken: {run.broken}", icon=":material/warning:")
+network.run_section(run)  # cifar_ui/network.py: its saved model as a table, loaded only when opened
 allowed, viewer = access.can_act(), access.read_only()  # the rules live in cifar_ui/access.py
 locked = access.locked_reason() or None
 
@@ -166,10 +167,16 @@ else:
 # Model files leave the lab only for those who may act; curves and configs are for every viewer.
 downloads = [d for d in widgets.run_downloads(run) if allowed or not d[1].name.endswith(".keras")]
 if downloads:
-    cols = st.columns(len(downloads))
+    cols = st.columns(len(downloads) + (run.model_path is not None))
     for col, (label, path, mime) in zip(cols, downloads):
         col.download_button(label, data=path.read_bytes, file_name=f"{run.run_id}-{path.name}", mime=mime,
                             icon=":material/download:", on_click="ignore")
+    if run.model_path is not None and not run.broken:  # made when pressed, from the cached predictions
+        cols[-1].download_button("Report (HTML)", data=functools.partial(cache.report_html, run),
+                                 file_name=f"{run.run_id}-report.html", mime="text/html",
+                                 icon=":material/summarize:", on_click="ignore",
+                                 help="Curves, observations, test accuracy, the first four test images, confusion, "
+                                      "calibration and the worst mistakes in one file that opens offline.")
 else:
     st.caption("This run has no files to download yet.")
 if not viewer:

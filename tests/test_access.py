@@ -1,28 +1,47 @@
 """Sharing the lab safely: it listens on localhost, a password guards every action while every
-page stays viewable, wrong passwords slow down further tries, and read-only shows no action."""
+page stays viewable (and a locked viewer writes nothing into a run), wrong passwords slow down that
+client's further tries, and read-only shows no action."""
 from __future__ import annotations
 
+import time
 import tomllib
+from collections import OrderedDict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from cifar_core import runs
+from cifar_core import runs, training
+from cifar_core.config import TrainConfig
+from cifar_core.insight import calibration, evaluation
 from cifar_ui import access
 
-from test_pages import DASHBOARD, PAGES, open_page, texts, widget
+from test_pages import DASHBOARD, PAGES, QUICK, open_page, texts, wait_for, widget
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret lab"
-ACTIONS = {"Start training", "Resume", "Stop", "Delete run", "Save", "Build export", "Unlock"}
+ACTIONS = {"Start training", "Resume", "Stop", "Delete run", "Save", "Build export", "Unlock", "Evaluate with TTA"}
 
 
 @pytest.fixture(autouse=True)
-def _fresh_failures():
-    access.reset_failures()
-    yield
-    access.reset_failures()
+def _fresh_failures(monkeypatch):
+    """No wrong tries remembered from another test (a server restart does the same)."""
+    monkeypatch.setattr(access, "_failures", OrderedDict())
+
+
+@pytest.fixture
+def client_ip(monkeypatch) -> dict:
+    """The address the next script run's connection comes from. AppTest cannot seed
+    st.context.ip_address (it reads the session's client, which AppTest mocks): set the one thing a
+    real connection carries, and change `client_ip["ip"]` between runs to be another client."""
+    from streamlit.runtime import context
+
+    client = {"ip": None}
+    monkeypatch.setattr(context, "_get_client_context", lambda: SimpleNamespace(
+        remote_ip=client["ip"], headers={}, cookies={}))
+    return client
 
 
 def labels(at: AppTest) -> set[str]:
@@ -80,11 +99,11 @@ def test_the_password_can_come_from_streamlit_secrets(with_run, monkeypatch):
     assert not widget(at.button, "Start training").disabled
 
 
-def test_wrong_passwords_slow_down_further_tries_for_every_session(monkeypatch):
+def test_wrong_passwords_slow_down_further_tries_from_the_same_client(monkeypatch):
     monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
     now = 1000.0
     for _ in range(access.FREE_TRIES):
-        assert access.wait_before_next_try(now) == 0
+        assert access.wait_before_next_try("203.0.113.7", now) == 0
         ok, message = _try(PASSWORD + "?", now)
         assert not ok and message == "Wrong password."
     ok, message = _try(PASSWORD, now + 0.5)  # even the right password waits 1 s after the third wrong one
@@ -97,6 +116,60 @@ def test_wrong_passwords_slow_down_further_tries_for_every_session(monkeypatch):
     assert ok and message.startswith("Unlocked")
 
 
+def test_the_right_password_clears_the_clients_wrong_tries(monkeypatch):
+    monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
+    now = 1000.0
+    for i in range(access.FREE_TRIES + 2):
+        assert _try(PASSWORD + "?", now + 10 * i) == (False, "Wrong password.")
+    assert access.wait_before_next_try("203.0.113.7", now + 40.5) > 0
+    ok, _ = _try(PASSWORD, now + 60)  # after the wait: unlocked, and the count starts again
+    assert ok and access.wait_before_next_try("203.0.113.7", now + 60) == 0
+    assert _try(PASSWORD + "?", now + 61) == (False, "Wrong password.")
+    assert access.wait_before_next_try("203.0.113.7", now + 61) == 0  # one wrong try, not six
+
+
+def test_wrong_tries_are_forgotten_after_a_quiet_while(monkeypatch):
+    monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
+    now = 1000.0
+    for i in range(access.FREE_TRIES + 5):  # waits up to 32 s by now
+        assert _try(PASSWORD + "?", now + 100 * i) == (False, "Wrong password.")
+    last = now + 100 * (access.FREE_TRIES + 4)
+    assert access.wait_before_next_try("203.0.113.7", last + 1) > 0
+    quiet = last + access.FORGET_SECONDS
+    assert access.wait_before_next_try("203.0.113.7", quiet) == 0
+    assert _try(PASSWORD + "?", quiet) == (False, "Wrong password.")
+    assert access.wait_before_next_try("203.0.113.7", quiet) == 0  # counting from one again
+
+
+def test_one_clients_wrong_passwords_do_not_make_another_wait(with_run, client_ip, monkeypatch):
+    monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
+    guesser = "198.51.100.23"
+    now = time.monotonic()
+    for i in range(access.FREE_TRIES + 6):  # a viewer guessing for the last quarter hour, the last just now
+        assert access.try_password("guess", now - 100 * (access.FREE_TRIES + 5 - i), client=guesser)[0] is False
+    client_ip["ip"] = guesser  # its own page: held back, the right password too
+    at = open_page("pages/train.py")
+    widget(at.text_input, "Lab password").input(PASSWORD)
+    widget(at.button, "Unlock").click().run()
+    assert "Too many wrong passwords: try again in 60 s" in texts(at.error)
+    assert widget(at.button, "Start training").disabled
+
+    client_ip["ip"] = "192.0.2.80"  # the owner, from elsewhere: no wait
+    owner = open_page("pages/train.py")
+    widget(owner.text_input, "Lab password").input(PASSWORD)
+    widget(owner.button, "Unlock").click().run()
+    assert not owner.exception and not owner.error, texts(owner.error)
+    assert not widget(owner.button, "Start training").disabled
+
+    client_ip["ip"] = None  # on the server's own machine (Streamlit reports no address): no wait either
+    local = open_page("pages/train.py")
+    widget(local.text_input, "Lab password").input(PASSWORD)
+    widget(local.button, "Unlock").click().run()
+    assert not local.error, texts(local.error)
+    assert not widget(local.button, "Start training").disabled
+    assert access.wait_before_next_try(guesser) > 50  # the guesser still waits
+
+
 def _try(attempt: str, now: float) -> tuple[bool, str]:
     """access.try_password outside a page: its session_state write needs a script context, so
     use a plain dict in its place."""
@@ -106,7 +179,7 @@ def _try(attempt: str, now: float) -> tuple[bool, str]:
     original = st.session_state
     try:
         st.session_state = state  # type: ignore[assignment]
-        return access.try_password(attempt, now)
+        return access.try_password(attempt, now, client="203.0.113.7")
     finally:
         st.session_state = original  # type: ignore[assignment]
 
@@ -121,3 +194,71 @@ def test_read_only_shows_no_action_on_any_page(with_run, artifacts, monkeypatch)
         assert "Model (.keras)" not in {b.label for b in at.download_button}
     at = open_page("pages/train.py")
     assert "read-only" in texts(at.info)
+
+
+def unlock(at: AppTest) -> None:
+    widget(at.text_input, "Lab password").input(PASSWORD)
+    widget(at.button, "Unlock").click().run()
+    assert not at.exception and "Lock" in labels(at)
+
+
+def test_a_locked_evaluate_page_starts_no_tta_and_writes_nothing_into_the_run(with_run, artifacts, monkeypatch):
+    monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
+    folder = artifacts / "runs" / with_run
+    for name in (evaluation.PREDICTIONS_FILE, calibration.CALIBRATION_FILE):
+        (folder / name).unlink(missing_ok=True)  # a run whose predictions nobody has cached yet
+    st.cache_data.clear()  # ... nor this process: another test may have predicted the same model file
+    before = sorted(p.name for p in folder.iterdir())
+
+    at = open_page("pages/evaluate.py")
+    metrics = {m.label for m in at.metric}
+    assert {"Test accuracy", "ECE", "Temperature"} <= metrics  # the page predicted and calibrated in memory
+    tta = widget(at.button, "Evaluate with TTA")
+    assert tta.disabled and "Locked" in tta.help  # AppTest, like a browser, cannot press it
+    assert sorted(p.name for p in folder.iterdir()) == before  # no predictions.npz, no calibration.json
+
+    unlock(at)  # the same session, unlocked: its predictions and calibration are stored, TTA starts
+    assert (folder / evaluation.PREDICTIONS_FILE).is_file() and (folder / calibration.CALIBRATION_FILE).is_file()
+    widget(at.button, "Evaluate with TTA").click().run()
+    assert [m for m in at.metric if m.label.startswith("Test accuracy with TTA")]
+
+
+def test_a_locked_lab_cannot_stop_a_running_job_until_unlocked(artifacts, monkeypatch):
+    monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
+    job = training.start_job(TrainConfig(epochs=50, **QUICK))
+    wait_for(lambda: job.snapshot().batch > 0, 90, "the first batch")
+    at = open_page("pages/train.py")
+    stop = widget(at.button, "Stop")
+    assert stop.disabled and "Locked" in stop.help  # AppTest, like a browser, cannot press it
+    assert job.snapshot().status == "running"  # a stop request would have made it "stopping" at once
+    step = (job.snapshot().epoch, job.snapshot().batch)
+    wait_for(lambda: (job.snapshot().epoch, job.snapshot().batch) > step, 60, "training to go on")
+    assert job.snapshot().status == "running" and job.is_alive
+
+    monkeypatch.setenv(access.READONLY_ENV, "1")  # a read-only lab shows no Stop at all
+    viewer = open_page("pages/train.py")
+    assert "Stop" not in labels(viewer) and job.is_alive
+    monkeypatch.delenv(access.READONLY_ENV)
+
+    unlock(at)
+    widget(at.button, "Stop").click().run()
+    assert job.join(60), "the job did not stop within 60 s of an unlocked Stop"
+    assert job.snapshot().status == "stopped"
+
+
+def test_a_locked_lab_cannot_resume_a_run_until_unlocked(with_run, monkeypatch):
+    monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
+    before = training.current_job()
+    at = open_page("pages/train.py")
+    resume = widget(at.button, "Resume")
+    assert resume.disabled and "Locked" in resume.help  # AppTest, like a browser, cannot press it
+    assert training.current_job() is before and runs.load_run(with_run).epochs_done == 1
+
+    unlock(at)
+    widget(at.number_input, "Train up to epoch").set_value(2)
+    widget(at.button, "Resume").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    job = training.current_job()
+    assert job is not before and job.run_id == with_run
+    assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
+    assert runs.load_run(with_run).epochs_done == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +48,23 @@ def read(feed: live_feed.Feed, url: str) -> dict:
     return json.loads((feed.root / url.split(f"{live_feed.URL_PREFIX}/", 1)[1]).read_text())
 
 
+def fed_since(feed: live_feed.Feed, url: str, moment: float, iterations: int = 2) -> None:
+    """Wait until the feed's thread has run `iterations` whole iterations of its loop that began
+    after `moment` (a time.time()), each proven by its rewrite of the progress file, the last thing
+    an iteration does (after deciding to draw, or to stop feeding the run). The first rewrite
+    stamped after `moment` may come from an iteration begun before it; the next ones cannot. What a
+    test then finds not done was not done by a thread that ran, rather than by one not yet run."""
+    stamps: set[float] = set()
+
+    def newer() -> bool:
+        stamp = read(feed, url)["fed_at"]
+        if stamp > moment:
+            stamps.add(stamp)
+        return len(stamps) > iterations
+
+    wait_for(newer, 5, f"{iterations} iterations of the feed's thread")
+
+
 def test_progress_is_rewritten_every_period_and_charts_only_for_a_new_version(feed, state):
     links = feed.watch(RUN, state.view, 0.6, "epoch")
     assert links.progress_url == f"{live_feed.URL_PREFIX}/{live_feed.scope()}/{RUN}.json"
@@ -64,7 +82,7 @@ def test_progress_is_rewritten_every_period_and_charts_only_for_a_new_version(fe
         state.add_batch(i / 10, 2.0 - i / 10, 0.1 * i)
     state.update(batch=5)
     wait_for(lambda: "batch 5/10" in read(feed, links.progress_url)["text"], 5, "the new batch")
-    time.sleep(0.2)
+    fed_since(feed, links.progress_url, time.time())  # it saw the batch, then looked again, twice
     assert figures.stat().st_mtime_ns == drawn, "charts redrawn without a new version of the curves"
     version = state.publish().version
     wait_for(lambda: read(feed, links.figures_url)["version"] == version, 5, "the published curves")
@@ -96,7 +114,7 @@ def test_charts_are_redrawn_at_most_every_few_seconds_but_the_last_at_once(feed,
     state.add_batch(0.1, 1.5, 0.3)
     newer = state.publish().version
     wait_for(lambda: read(feed, links.progress_url)["version"] == newer, 5, "the progress to name it")
-    time.sleep(0.3)
+    fed_since(feed, links.progress_url, time.time())  # the new version seen, and passed over again
     assert read(feed, links.figures_url)["version"] == first, "redrawn sooner than FIGURES_SECONDS"
     state.update(status="completed", message="Finished")
     final = state.view().version  # an ended job publishes its last curves at once
@@ -115,7 +133,7 @@ def test_a_finished_epoch_is_drawn_at_once_despite_the_throttle(feed, state, mon
     state.add_batch(0.2, 1.4, 0.35)  # a batch after it waits for the throttle again
     batch = state.publish().version
     wait_for(lambda: read(feed, links.progress_url)["version"] == batch, 5, "the progress to name it")
-    time.sleep(0.3)
+    fed_since(feed, links.progress_url, time.time())
     assert read(feed, links.figures_url)["version"] == epoch, "a batch redrawn sooner than FIGURES_SECONDS"
 
 
@@ -129,12 +147,15 @@ def test_a_run_nobody_watches_any_more_stops_being_fed(tmp_path, state, monkeypa
         monkeypatch.setattr(live_feed, "current_session", lambda tab=tab: tab)
         links = feed.watch(RUN, state.view, 0.6, "epoch")
     open_sessions.discard("tab-1")
-    time.sleep(0.5)
+    # iterations that began once a run unwatched since the close would have been dropped
+    fed_since(feed, links.progress_url, time.time() + live_feed.UNWATCHED_SECONDS)
     assert feed.watching() == [RUN], "one tab is still open"
+    thread = feed._thread
     open_sessions.clear()
     wait_for(lambda: feed.watching() == [] and feed._thread is None, 5, "the feed to stop")
+    thread.join(5)  # the thread that fed it has ended: nothing is left that could write its files
+    assert not thread.is_alive(), "the feed's thread did not end"
     state.update(batch=7)
-    time.sleep(0.2)
     assert "batch 7/10" not in read(feed, links.progress_url)["text"], "fed with nobody watching"
     open_sessions.add("tab-3")
     monkeypatch.setattr(live_feed, "current_session", lambda: "tab-3")
@@ -165,6 +186,40 @@ def test_a_run_id_cannot_name_a_path(feed, state, run_id):
         feed.watch(run_id, state.view, 0.6, "epoch")
     with pytest.raises(ValueError):
         live_feed.variant_key(0.6, "../x")
+
+
+def test_a_failed_jobs_message_reaches_the_public_files_without_its_paths(feed, artifacts):
+    source = artifacts.parent / "my data" / "half-a-dataset"  # a folder with a space in its path
+    (source / "train").mkdir(parents=True)  # an image folder's layout without class folders:
+    (source / "test").mkdir()  # accepted at start, fails while loading
+    job = training.start_job(TrainConfig(epochs=1, data=str(source)))
+    assert job.join(60)
+    snap = job.snapshot()
+    assert snap.status == "failed" and str(source) in snap.message  # the trainer names the folder ...
+    links = feed.watch(job.run_id, job.state.view, 0.6, "epoch")
+    files = sorted((feed.root / live_feed.scope()).glob(f"{job.run_id}*.json"))
+    assert len(files) == 2, files  # the progress and the charts, as a tab fetches them
+    doc = read(feed, links.progress_url)
+    assert doc["status"] == "failed"
+    assert doc["message"].startswith("Failed: ") and "<path> has no train/airplane/ folder" in doc["message"]
+    for path in files:  # ... and no file a browser can fetch does
+        text = path.read_text()
+        for secret in (str(source), "my data", str(artifacts), str(Path.home()), tempfile.gettempdir()):
+            assert secret not in text, (path.name, secret)
+    assert links.progress["message"] == doc["message"]  # the first frame the page hands the panel too
+
+
+@pytest.mark.parametrize("text, public", [
+    ("Failed: OSError: [Errno 28] No space left on device: '/srv/my lab/runs/r1/model.keras'; free space",
+     "Failed: OSError: [Errno 28] No space left on device: '<path>'; free space"),
+    ("the disk holding /srv/lab/runs/r1 is full (ENOSPC) while saving.", "the disk holding <path> is full (ENOSPC) while saving."),
+    ("PosixPath('/var/lib/x') from ~/data/cifar, C:\\Users\\me\\cifar or \\\\server\\share\\cifar.",
+     "PosixPath('<path>') from <path>, <path> or <path>."),
+    ("Epoch 1/50 · batch 3/19 · 1,234 images/s · ETA 1 min", "Epoch 1/50 · batch 3/19 · 1,234 images/s · ETA 1 min"),
+    ("see https://www.cs.toronto.edu/~kriz/cifar.html and/or train/airplane/", "see https://www.cs.toronto.edu/~kriz/cifar.html and/or train/airplane/"),
+])
+def test_paths_are_scrubbed_from_what_the_feed_publishes(text, public):
+    assert live_feed.scrub_paths(text) == public
 
 
 def test_a_folder_it_cannot_write_costs_the_feed_not_the_page(tmp_path, state):

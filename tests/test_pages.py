@@ -519,3 +519,19 @@ def test_runs_page_compares_time_to_accuracy(with_run, artifacts):
     assert "Training minutes to reach a test accuracy" in chart_titles(at)
     table = at.dataframe[-1].value
     assert list(table.columns)[:4] == ["run", "70%", "80%", "90%"] and len(table) == 1
+
+
+def test_runs_page_compares_two_runs_of_the_same_name_and_preset(with_run, artifacts):
+    twin = artifacts / "runs" / "20000101-000000-c0ffee"
+    shutil.copytree(artifacts / "runs" / with_run, twin)
+    for run_id in (with_run, twin.name):
+        runs.update_meta(run_id, name="baseline", notes="", tags=[])
+    at = open_page("pages/runs.py")
+    assert not at.exception, raised(at)
+    loss = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["layout"]["title"]["text"] == "Loss over Epochs")
+    groups = {t["legendgroup"] for t in loss["data"]}
+    short = with_run.rsplit("-", 1)[-1]
+    assert groups == {f"baseline · {short} (assignment)", "baseline · c0ffee (assignment)"}, groups
+    table = at.dataframe[-1].value  # time to accuracy: one row each
+    assert sorted(table["run"]) == sorted(groups)
