@@ -19,14 +19,12 @@ LOAD_ERRORS = (runs.RunError, DataError, OSError)
 
 
 def model_stamp(run: runs.Run) -> str:
-    """Changes whenever the run's model file is replaced (a new checkpoint, a resumed run)."""
-    path = run.model_path
-    if path is None:
+    """runs.current_model_stamp, for pages: changes whenever the run's model file is replaced (a
+    new checkpoint, a resumed run); no model yet is a RunError the page shows."""
+    stamp = runs.current_model_stamp(run.path)
+    if stamp is None:
         raise runs.RunError(f"run {run.run_id} has no saved model yet")
-    try:
-        return runs.model_stamp(path)
-    except FileNotFoundError:  # replaced between listing and now: the next rerun sees the new file
-        raise runs.RunError(f"the model of run {run.run_id} was just replaced; reload the page") from None
+    return stamp
 
 
 def _usable(run: runs.Run) -> None:

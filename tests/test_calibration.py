@@ -111,7 +111,7 @@ def test_the_calibration_is_stored_once_per_model_file(with_run, artifacts):
     first = calibration.calibration_for(run)  # from the predictions the trainer cached
     assert first is not None and path.is_file()
     stored = json.loads(path.read_text())
-    assert stored["model_stamp"] == evaluation.current_model_stamp(run.path) and stored["temperature"] > 0
+    assert stored["model_stamp"] == runs.current_model_stamp(run.path) and stored["temperature"] > 0
     assert stored["split"]["fit_images"] + stored["split"]["report_images"] == run.metrics["num_test_images"]
     written = path.stat().st_mtime_ns
     assert calibration.calibration_for(run) == first and path.stat().st_mtime_ns == written  # read, not refit
@@ -121,11 +121,11 @@ def test_the_calibration_is_stored_once_per_model_file(with_run, artifacts):
     model = run.path / "model.keras"
     st = model.stat()
     os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # another model file: the old fit is stale
-    assert calibration.read_calibration(run.path, evaluation.current_model_stamp(run.path)) is None
+    assert calibration.read_calibration(run.path, runs.current_model_stamp(run.path)) is None
     assert calibration.calibration_for(run) is None  # its predictions are stale too: nothing to fit on
     preds = evaluation.test_predictions(run)  # predicted again (and cached) for the new file
     again = calibration.calibration_for(run, preds)
-    assert again["model_stamp"] == evaluation.current_model_stamp(run.path)
+    assert again["model_stamp"] == runs.current_model_stamp(run.path)
 
 
 def test_a_calibration_is_filed_under_the_model_its_predictions_came_from(with_run):
@@ -139,7 +139,7 @@ def test_a_calibration_is_filed_under_the_model_its_predictions_came_from(with_r
     model.set_weights(weights)
     runs.save_model(model, run.path / "model.keras")
     run = runs.load_run(with_run)
-    new_stamp = evaluation.current_model_stamp(run.path)
+    new_stamp = runs.current_model_stamp(run.path)
 
     assert calibration.calibration_for(run, old) is None  # stale, and nothing of the new file to fit on yet
     assert calibration.read_calibration(run.path, new_stamp) is None  # nothing filed under the new model

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from cifar_core import runs
-from cifar_core.insight.evaluation import TestPredictions, current_model_stamp, load_cached_predictions
+from cifar_core.insight.evaluation import TestPredictions, load_cached_predictions
 from cifar_core.data.labels import NUM_CLASSES
 
 CALIBRATION_FILE = "calibration.json"
@@ -161,7 +161,7 @@ def calibration_for(run: "runs.Run", preds: Optional[TestPredictions] = None,
     or the cached ones, stamped with the model they came from (stored only under a known stamp), and
     stored unless `store` is False. None when the run has no model or no predictions of it yet, or
     too few test images."""
-    stamp = current_model_stamp(run.path)
+    stamp = runs.current_model_stamp(run.path)
     stored = read_calibration(run.path, stamp)
     if stored is not None:
         return stored

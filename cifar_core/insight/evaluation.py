@@ -125,16 +125,6 @@ def tta_predictions(model: Any, data: Dataset, level: str, batch_size: int = 256
     return TestPredictions(probs.astype(np.float32), np.asarray(data.y_test))
 
 
-def current_model_stamp(run_dir: Path) -> Optional[str]:
-    """The stamp of the model file a reader of this run would load now (None: no model yet)."""
-    for name in ("model.keras", "checkpoint.keras"):
-        try:
-            return runs.model_stamp(run_dir / name)
-        except FileNotFoundError:
-            continue
-    return None
-
-
 def save_predictions(run_dir: Path, preds: TestPredictions, model_stamp: str) -> None:
     """Cache `preds`, made by the model file `model_stamp`, beside the run. Any number of writers
     (the trainer, page sessions, the CLI) may race: each writes its own temporary file and renames
@@ -165,7 +155,7 @@ def load_cached_predictions(run: "runs.Run | str") -> Optional[TestPredictions]:
     `run` is a loaded Run or a run id."""
     path = (run.path if isinstance(run, runs.Run) else runs.run_path(run)) / PREDICTIONS_FILE
     found = read_predictions(path) if path.is_file() else None
-    if found is None or found[1] != current_model_stamp(path.parent):
+    if found is None or found[1] != runs.current_model_stamp(path.parent):
         return None  # none, damaged, from an older format, or from a model since replaced
     return found[0]
 

@@ -99,16 +99,37 @@ class Run:
 
     @property
     def model_path(self) -> Optional[Path]:
-        """The final model, else the last epoch's checkpoint, else None. Resuming retires the final
-        model, so this file always holds the weights the history ends at (or a stop's later ones)."""
-        for name in ("model.keras", "checkpoint.keras"):
-            if (self.path / name).is_file():
-                return self.path / name
-        return None
+        return model_file(self.path)
 
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE
+
+
+# --- which model file a reader loads ---------------------------------------------------------
+
+MODEL_FILES = ("model.keras", "checkpoint.keras")  # the final model first
+
+
+def model_file(run_dir: Path) -> Optional[Path]:
+    """The one place that chooses a run's model: the final model, else the last epoch's
+    checkpoint, else None. Resuming retires the final model, so this file always holds the weights
+    the history ends at (or a stop's later ones)."""
+    for name in MODEL_FILES:
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
+def current_model_stamp(run_dir: Path) -> Optional[str]:
+    """The stamp (store.model_stamp) of the model file a reader of this run would load now;
+    None before the first checkpoint."""
+    for name in MODEL_FILES:  # the same order as model_file; a file replaced meanwhile: the next one
+        try:
+            return model_stamp(Path(run_dir) / name)
+        except FileNotFoundError:
+            continue
+    return None
 
 
 # --- paths and ids ------------------------------------------------------------------------
