@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from cifar_core import runs
 from cifar_core.config import TrainConfig
+from cifar_core.training.distributed_loop import MIN_SHARE_IMAGES, trains_batch  # the loop's rule, no TensorFlow
 
 # Which loop trains in one process: unset, our loop under MirroredStrategy and Keras' fit otherwise;
 # "custom" or "fit" chooses (multi-worker always takes ours). Keras 3.15's fit under MirroredStrategy
@@ -65,11 +66,24 @@ class Cluster:
                 "global_batch_size": config.batch_size, "per_replica_batch_size": config.batch_size // self.replicas,
                 "learning_rate": config.learning_rate, "learning_rate_scaling": LR_RULE}
 
+    def batches_per_pass(self, images: int, batch_size: int) -> int:
+        """Training steps in one pass over `images`: the last, partial batch only if it is trained
+        (a batch too small to share over the replicas is skipped: MIN_SHARE_IMAGES)."""
+        full, rest = divmod(images, batch_size)
+        return full + bool(rest and (not self.custom_loop or trains_batch(rest, self.replicas)))
+
     def check(self, config: TrainConfig) -> None:
-        """Refuse a batch that does not split evenly over the replicas, before anything is written."""
+        """Refuse a batch that does not split evenly over the replicas, or leaves a replica fewer
+        than MIN_SHARE_IMAGES training images every step, before anything is written."""
         if config.batch_size % self.replicas:
             raise ValueError(f"batch_size {config.batch_size} (the global batch) does not split evenly over "
                              f"{self.replicas} replicas; choose a multiple of {self.replicas}")
+        step = min(config.batch_size, config.train_subset or config.batch_size)  # the most images one step has
+        if not trains_batch(step, self.replicas):
+            what = "batch_size" if step == config.batch_size else "train_subset"
+            raise ValueError(f"{what} {step} leaves each of {self.replicas} replicas fewer than {MIN_SHARE_IMAGES} "
+                             f"training images a step (BatchNorm needs {MIN_SHARE_IMAGES}); choose at least "
+                             f"{MIN_SHARE_IMAGES * self.replicas}")
 
 
 LOCAL = Cluster()
@@ -208,11 +222,23 @@ def worker_resume(run_id: str, epochs: Optional[int] = None) -> dict[str, Any]:
         except FileNotFoundError:
             continue
         history = {k: v[:run.epochs_done] for k, v in run.history.items()}
+        _copy_lookahead_state(run.path, scratch)
         return dict(config=config, run_dir=scratch, history=history, initial_epoch=run.epochs_done,
                     resume_from=scratch / "resume.keras")
     remove_scratch(scratch)
     raise runs.RunError(f"run {run_id} has no checkpoint this worker can read in {run.path}; a worker resumes "
                         f"from the chief's run folder, so CIFAR_ARTIFACTS_DIR must be storage every worker reads")
+
+
+def _copy_lookahead_state(run_dir: Path, scratch: Path) -> None:
+    """Lookahead's slow weights beside the chief's checkpoint, for this worker's resume to start from
+    the same ones as the chief (its step is checked against the checkpoint's when read)."""
+    from cifar_core.recipes import LOOKAHEAD_FILE
+
+    try:
+        shutil.copyfile(run_dir / LOOKAHEAD_FILE, scratch / LOOKAHEAD_FILE)
+    except FileNotFoundError:
+        pass  # not a lookahead run, or one from before the slow weights were saved
 
 
 # --- the model and its training under the strategy ----------------------------------------------

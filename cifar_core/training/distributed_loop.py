@@ -9,6 +9,22 @@ from typing import Any
 
 from cifar_core.training.progress import StopRequested
 
+# The fewest images of a training batch a replica trains on. BatchNorm normalises each replica's
+# share with that share's own moments: one image makes them degenerate (variance 0: the output is
+# the shift alone, and the moving variance is pulled towards 0), none makes them undefined (and
+# TensorFlow's CPU kernels fail on an empty share, BatchNorm or not). So the loop skips a training
+# batch that would leave a replica fewer images: only a pass's last, partial batch can (a smaller
+# global batch is refused: distributed.Cluster.check), and its images train in the other epochs,
+# reshuffled into full batches. A validation batch is never skipped: one smaller than the replica
+# count is padded to one image per replica, the padding weighted 0 (inference uses no batch
+# statistics). One replica (one device) trains every batch, as Keras' fit does.
+MIN_SHARE_IMAGES = 2
+
+
+def trains_batch(images: int, replicas: int) -> bool:
+    """Whether the loop trains a batch of `images` over `replicas` (see MIN_SHARE_IMAGES)."""
+    return replicas == 1 or images // replicas >= MIN_SHARE_IMAGES
+
 
 class _EpochSums:
     """Running sums of per-image loss and correct predictions: the means Keras' metrics report."""
@@ -49,9 +65,9 @@ class Loop:
         def per_image(labels, probabilities):
             return keras.losses.categorical_crossentropy(labels, probabilities, label_smoothing=label_smoothing)
 
-        def correct(labels, probabilities):
+        def correct(labels, probabilities, weights=1.0):
             hits = tf.equal(tf.argmax(labels, axis=-1), tf.argmax(probabilities, axis=-1))
-            return tf.reduce_sum(tf.cast(hits, tf.float32))
+            return tf.reduce_sum(tf.cast(hits, tf.float32) * weights)
 
         def train_replica(x, y, images):
             with tf.GradientTape() as tape:
@@ -64,9 +80,9 @@ class Loop:
             model.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
             return tf.reduce_sum(losses), correct(y, p)
 
-        def validate_replica(x, y):
+        def validate_replica(x, y, weights):  # weights: 0 for the padding of a batch smaller than the replicas
             p = model(x, training=False)
-            return tf.reduce_sum(per_image(y, p)), correct(y, p)
+            return tf.reduce_sum(per_image(y, p) * weights), correct(y, p, weights)
 
         @tf.function(reduce_retracing=True)
         def train_step(x, y, images):
@@ -74,8 +90,8 @@ class Loop:
             return [strategy.reduce(total, s, axis=None) for s in sums]
 
         @tf.function(reduce_retracing=True)
-        def validate_step(x, y):
-            return [strategy.reduce(total, s, axis=None) for s in strategy.run(validate_replica, args=(x, y))]
+        def validate_step(x, y, weights):
+            return [strategy.reduce(total, s, axis=None) for s in strategy.run(validate_replica, args=(x, y, weights))]
 
         @tf.function
         def agree(flag):
@@ -97,18 +113,34 @@ class Loop:
         if self._agree is not None and float(self._agree(1.0 if self._stop_pending else 0.0)) > 0:
             raise StopRequested()
 
-    def _shares(self, ds):
+    def _shares(self, ds, validation: bool = False):
         """Each global batch of `ds` (iterated as one device iterates it: the same batches, the
-        same reshuffle every epoch, on every worker) as the replicas' contiguous shares, with its
-        number of images. Not experimental_distribute_dataset: its per-epoch reshuffle differs
-        from the undistributed pipeline's, so its second epoch would not be one device's."""
+        same reshuffle every epoch, on every worker) as the replicas' contiguous shares of (x, y),
+        and of the images' weights when `validation`, with its number of images. Not
+        experimental_distribute_dataset: its per-epoch reshuffle differs from the undistributed
+        pipeline's, so its second epoch would not be one device's.
+
+        No replica gets an empty or too small share (MIN_SHARE_IMAGES): a training batch
+        that would leave one so is skipped (every worker skips the same one), and a validation
+        batch smaller than the replica count is padded with copies of its last image, weighted 0."""
+        import tensorflow as tf
+
         replicas = self.strategy.num_replicas_in_sync
         for x, y in ds:
             n = int(x.shape[0])
+            if not validation and not trains_batch(n, replicas):
+                continue  # a pass's last batch, too small to share: its images train in other epochs
+            parts = (x, y)
+            if validation:
+                pad = max(0, replicas - n)
+                if pad:
+                    parts = tuple(tf.concat([t, tf.repeat(t[-1:], pad, axis=0)], 0) for t in parts)
+                parts += (tf.concat([tf.ones([n]), tf.zeros([pad])], 0),)
+            m = int(parts[0].shape[0])
 
-            def share(context, x=x, y=y, n=n):
+            def share(context, parts=parts, m=m):
                 i = context.replica_id_in_sync_group
-                return x[i * n // replicas:(i + 1) * n // replicas], y[i * n // replicas:(i + 1) * n // replicas]
+                return tuple(t[i * m // replicas:(i + 1) * m // replicas] for t in parts)
 
             yield self.strategy.experimental_distribute_values_from_function(share), n
 
@@ -154,10 +186,10 @@ class Loop:
         """One pass over the validation batches, every worker its share; the val_ logs."""
         self._call(hooks.on_test_begin)
         val = _EpochSums()
-        for step, ((x, y), images) in enumerate(self._shares(val_ds)):
+        for step, ((x, y, weights), images) in enumerate(self._shares(val_ds, validation=True)):
             self._check_stop()
             hooks.on_test_batch_begin(step)
-            val.add(*self._validate_step(x, y), images)
+            val.add(*self._validate_step(x, y, weights), images)
             self._call(hooks.on_test_batch_end, step, val.logs())
         self._check_stop()
         hooks.on_test_end(val.logs())
