@@ -133,6 +133,7 @@ target = Path(sys.argv[1])
 print("ready", flush=True)
 while True:
     save_model(model, target)
+    print("saved", flush=True)
 """
 
 
@@ -146,11 +147,13 @@ def test_a_kill_during_the_model_save_never_leaves_a_half_written_model(tmp_path
         proc = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(target)], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.3 + 0.37 * attempt)  # land the kill at different points of a save
+        # A whole model is on disk: the kill now lands inside a later save that replaces it (not
+        # before the first save, where "nothing there" would pass however saves are written).
+        assert proc.stdout.readline().strip() == "saved"
+        time.sleep(0.37 * attempt)  # at different points of a save
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        if target.exists():
-            keras.saving.load_model(target, safe_mode=True, compile=False)  # whole, or not there
+        keras.saving.load_model(target, safe_mode=True, compile=False)  # the old model or the new, whole
 
 
 TF_STARTUP = ("absl::InitializeLog", "cudart_stub", "cpu_feature_guard", "cuInit", "oneDNN")

@@ -9,6 +9,7 @@ import json
 import re
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -16,6 +17,7 @@ from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from cifar_core.data import CLASS_NAMES
+from cifar_core.runs.heartbeat import LIVE_FILE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # every test trains a run, or reuses one trained here
 
@@ -285,6 +287,25 @@ def feed_moves(url: str, seconds: float = 3.0) -> bool:
     return False
 
 
+def feed_stands_still(url: str, live_file: Path, publishes: int = 3) -> bool:
+    """Whether the server left the progress file alone while the run's trainer, a thread of the
+    same server, wrote its live.json `publishes` more times (every 2 s; the feed writes every
+    second): the trainer's writes prove the server's threads ran, so a file left alone means the
+    feed stopped, not that it was starved."""
+    def published() -> float:
+        return json.loads(live_file.read_text())["updated_at"]
+
+    before, seen = feed_doc(url)["fed_at"], {published()}
+    deadline = time.monotonic() + 60
+    while len(seen) <= publishes:
+        assert time.monotonic() < deadline, f"the trainer stopped writing {live_file.name}"
+        if feed_doc(url)["fed_at"] != before:
+            return False
+        seen.add(published())
+        time.sleep(0.2)  # polling the server's files, not waiting on a page
+    return feed_doc(url)["fed_at"] == before
+
+
 def test_a_run_nobody_watches_stops_being_fed_until_a_tab_shows_it_again(tabs, server):
     first = tabs.open()
     polled = []
@@ -298,7 +319,7 @@ def test_a_run_nobody_watches_stops_being_fed_until_a_tab_shows_it_again(tabs, s
 
     first.context.close()  # the only tab showing the run: its session ends
     deadline = time.monotonic() + 30
-    while feed_moves(url):
+    while not feed_stands_still(url, server.artifacts_dir / "runs" / run_id / LIVE_FILE):
         assert time.monotonic() < deadline, "the feed kept writing 30 s after its last tab closed"
     assert feed_doc(url)["active"], "the run must still be training, only unwatched"
 
