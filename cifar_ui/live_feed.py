@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from cifar_core import charts, paths
+from cifar_core.files import replace_atomically
 from cifar_core.training.state import JobSnapshot
 
 from .widgets import progress_text  # the same line the page-drawn progress bar shows
@@ -130,12 +131,7 @@ def figures_json(snap: JobSnapshot, smoothing: float, x_axis: str) -> str:
 def _write(path: Path, text: str) -> None:
     """Temporary file and rename, so a tab never reads half a file. No fsync: the files are
     rewritten every second and worthless after a crash."""
-    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 @dataclasses.dataclass(frozen=True)

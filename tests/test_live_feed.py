@@ -128,7 +128,8 @@ def test_a_finished_epoch_is_drawn_at_once_despite_the_throttle(feed, state, mon
     state.add_epoch({"loss": 1.5, "accuracy": 0.3, "val_loss": 1.6, "val_accuracy": 0.28})
     epoch = state.publish().version
     wait_for(lambda: read(feed, links.figures_url)["version"] == epoch, 5, "the epoch's curves")
-    assert read(feed, links.progress_url)["charts"] == epoch
+    # the progress file is rewritten after the figures in the same iteration: wait for it to say so
+    wait_for(lambda: read(feed, links.progress_url)["charts"] == epoch, 5, "the progress to name the curves")
     assert len(read(feed, links.figures_url)["loss"]["data"][0]["x"]) == 1
     state.add_batch(0.2, 1.4, 0.35)  # a batch after it waits for the throttle again
     batch = state.publish().version

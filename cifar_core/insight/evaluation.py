@@ -5,9 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
-import secrets
-import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +13,7 @@ import numpy as np
 
 from cifar_core import runs
 from cifar_core.data import CLASS_NAMES, NUM_CLASSES, Dataset
+from cifar_core.files import replace_atomically
 
 PREDICTIONS_FILE = "predictions.npz"
 _EPS = 1e-7  # Keras clips probabilities by this before the log in categorical cross-entropy
@@ -129,12 +127,8 @@ def save_predictions(run_dir: Path, preds: TestPredictions, model_stamp: str) ->
     """Cache `preds`, made by the model file `model_stamp`, beside the run. Any number of writers
     (the trainer, page sessions, the CLI) may race: each writes its own temporary file and renames
     it into place, so a reader sees one whole file, its stamp and arrays from the same writer."""
-    tmp = run_dir / f".{PREDICTIONS_FILE}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(3)}.tmp.npz"
-    try:
-        np.savez(tmp, probabilities=preds.probabilities, labels=preds.labels, model_stamp=np.str_(model_stamp))
-        os.replace(tmp, run_dir / PREDICTIONS_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_atomically(run_dir / PREDICTIONS_FILE, lambda tmp: np.savez(
+        tmp, probabilities=preds.probabilities, labels=preds.labels, model_stamp=np.str_(model_stamp)))
 
 
 def read_predictions(path: Path) -> Optional[tuple[TestPredictions, str]]:
