@@ -3,6 +3,7 @@ page stays viewable (and a locked viewer writes nothing into a run), wrong passw
 client's further tries, and read-only shows no action."""
 from __future__ import annotations
 
+import re
 import time
 import tomllib
 from collections import OrderedDict
@@ -151,7 +152,7 @@ def test_one_clients_wrong_passwords_do_not_make_another_wait(with_run, client_i
     at = open_page("pages/train.py")
     widget(at.text_input, "Lab password").input(PASSWORD)
     widget(at.button, "Unlock").click().run()
-    assert "Too many wrong passwords: try again in 60 s" in texts(at.error)
+    assert re.search(r"Too many wrong passwords: try again in (5\d|60) s", texts(at.error))  # the clock ran on
     assert widget(at.button, "Start training").disabled
 
     client_ip["ip"] = "192.0.2.80"  # the owner, from elsewhere: no wait
