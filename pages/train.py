@@ -17,7 +17,7 @@ from cifar_core.planning.probe import load_probe
 from cifar_core.recipes.presets import PLANNED_FIELDS
 from cifar_core.sweeps import studies
 from cifar_core.sweeps.storage import SweepError
-from cifar_ui import access, budget, fmt, live_panel, nav, watch, widgets
+from cifar_ui import access, budget, fmt, live_panel, lr_finder, nav, network, watch, widgets
 from cifar_ui.evolution import render_evolution
 
 nav.require_entry(nav.TRAIN)
@@ -135,7 +135,11 @@ def new_run_form() -> None:
                                      disabled=plan is not None)
         learning_rate = st.number_input("Learning rate (peak)", min_value=0.00001, max_value=1.0,
                                         value=base.learning_rate, step=0.0005, format="%.5f",
-                                        disabled=plan is not None)  # a plan sets it from its batch
+                                        disabled=plan is not None,  # a plan sets it from its batch
+                                        key=f"{form_key}-learning-rate")  # "Use this rate" fills it
+        find = st.form_submit_button(lr_finder.BUTTON, icon=":material/query_stats:",
+                                     disabled=busy or not allowed or plan is not None,
+                                     help=lr_finder.button_help(busy, plan is not None))
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=base.seed)
         with st.expander("Recipe details", icon=":material/tune:"):
             recipe = recipe_inputs(base, planned=plan is not None, probe=probe)
@@ -147,14 +151,22 @@ def new_run_form() -> None:
         queue = b2.form_submit_button("Add to queue", icon=":material/queue:", disabled=not allowed or waiting,
                                       help=access.locked_reason() or "This server trains queued runs one after "
                                                                      "another when its trainer is free (Sweeps page).")
+    network.recipe_section(network.recipe_config(base, recipe))  # cifar_ui/network.py: built only when opened
     if busy:
         st.info(f"Start is disabled while run `{snap.run_id}` is training: stop it or wait for it to finish.",
                 icon=":material/hourglass_top:")
+
+    def form_config() -> TrainConfig:
+        return presets.preset_config(
+            base.preset, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
+            seed=int(seed), **chosen_data, **recipe)
+
+    if find and allowed and plan is None:
+        lr_finder.find(form_config, form_key, busy)
+    lr_finder.show(form_key, f"{form_key}-learning-rate", planned=plan is not None)
     if (start or queue) and allowed:  # a stale tab can still submit while busy: start_job then says why it refuses
         try:
-            config = presets.preset_config(
-                base.preset, epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
-                seed=int(seed), **chosen_data, **recipe)
+            config = form_config()
             if plan is not None:  # the plan decides its fields; the form the rest
                 config = config.replace(**{f: getattr(plan.config, f) for f in PLANNED_FIELDS})
             if queue:
@@ -189,7 +201,7 @@ def resume_section() -> None:
                          help=access.locked_reason() or None) and allowed:
                 try:
                     training.resume_job(run.run_id, epochs=int(total))
-                except (training.JobBusyError, runs.RunError) as exc:
+                except (training.JobBusyError, runs.RunError, data.DataError) as exc:
                     st.error(str(exc), icon=":material/error:")
                 else:
                     st.rerun()
@@ -214,7 +226,8 @@ def show_result(snap: training.JobSnapshot) -> None:
     tta = "test_accuracy_tta" in metrics
     cols = iter(st.columns(5 if tta else 4))
     next(cols).metric("Test accuracy", fmt.pct(metrics.get("test_accuracy")), help="Plain: one view per image.")
-    next(cols).metric("Test loss", fmt.number(metrics.get("test_loss")))
+    next(cols).metric("Test loss", fmt.number(metrics.get("test_loss")),
+                      help=f"Mean cross-entropy {evaluation.loss_note(snap.config.label_smoothing)}".rstrip() + ".")
     if tta:
         next(cols).metric(f"With TTA ({metrics['tta']})", fmt.pct(metrics["test_accuracy_tta"]),
                           help="Mean prediction over augmented copies of each test image.")
