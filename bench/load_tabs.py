@@ -873,7 +873,7 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
     """CPU ms of the live panel's own pieces, in this process, for a JobState holding
     MAX_BATCH_POINTS batch points and `epochs` epochs, as a long job has. "per tab" pieces run
     for every open Train tab (the progress every second, the charts every CURVES_SECONDS);
-    "shared" pieces once per publish for all tabs (cifar_ui/watch.py caches the figures by
+    "shared" pieces once per publish for all tabs (cifar_ui/running.py caches the figures by
     version). The first rows are what each tab did every second before the shared cache (a deep
     copy of the state and three figures built from 2,000 points); "fragments" the page-drawn panel
     with the shared cache (Streamlit's own work per rerun, ~27 ms, comes on top); "feed" the

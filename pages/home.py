@@ -2,7 +2,7 @@
 import streamlit as st
 
 from cifar_core import data, runs
-from cifar_ui import fmt, live_panel, nav, watch, widgets
+from cifar_ui import fmt, live_panel, nav, running, widgets
 
 nav.require_entry(nav.HOME)
 
@@ -32,7 +32,7 @@ with left:
         )
 
     st.subheader("Current job")
-    found = watch.targets()
+    found = running.targets()
     active = [t.run_id for t in found if t.is_active()]
 
     # An active run's progress is drawn by the browser from the live feed (cifar_ui/live_panel.py);
@@ -41,7 +41,7 @@ with left:
 
     @st.fragment(run_every=(NEW_RUN_POLL_SECONDS if in_browser else 2.0) if active else NEW_RUN_POLL_SECONDS)
     def job_status() -> None:
-        now = watch.targets()
+        now = running.targets()
         if [t.run_id for t in now if t.is_active()] != active:
             st.rerun(scope="app")  # one finished or one started elsewhere: refresh the runs table too
         if not now:

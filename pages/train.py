@@ -17,7 +17,7 @@ from cifar_core.planning.probe import load_probe
 from cifar_core.recipes.presets import PLANNED_FIELDS
 from cifar_core.sweeps import studies
 from cifar_core.sweeps.storage import SweepError
-from cifar_ui import access, budget, fmt, live_panel, lr_finder, nav, network, watch, widgets
+from cifar_ui import access, budget, fmt, live_panel, lr_finder, nav, network, running, widgets
 from cifar_ui.evolution import render_evolution
 
 nav.require_entry(nav.TRAIN)
@@ -244,12 +244,12 @@ def show_result(snap: training.JobSnapshot) -> None:
     links[2].page_link(nav.PREDICT.path, label="Try your own pictures", icon=nav.PREDICT.icon)
 
 
-def stop_if_allowed(target: watch.Target) -> None:
+def stop_if_allowed(target: running.Target) -> None:
     if access.can_act():  # checked again here: the button's state is only what the browser saw
         st.session_state["cifar_stop_note"] = target.stop()
 
 
-def stop_controls(target: watch.Target, snap: training.JobSnapshot) -> None:
+def stop_controls(target: running.Target, snap: training.JobSnapshot) -> None:
     if not target.owned:
         st.caption(f"Trained by another process ({snap.owner or 'no report yet'}); this page reads its "
                    f"run folder, and Stop asks it to stop through that folder.")
@@ -273,7 +273,7 @@ def curve_controls() -> tuple[float, str]:
     return smoothing, x_axis
 
 
-def look(target: watch.Target, active: bool) -> Optional[training.JobSnapshot]:
+def look(target: running.Target, active: bool) -> Optional[training.JobSnapshot]:
     """The run's snapshot, or None with a warning when it is gone. A run that was active when the
     page ran and has ended since reruns the page: Start enabled, the result shown, polling over."""
     snap = target.view()
@@ -286,7 +286,7 @@ def look(target: watch.Target, active: bool) -> Optional[training.JobSnapshot]:
     return snap
 
 
-def browser_panel(target: watch.Target) -> None:
+def browser_panel(target: running.Target) -> None:
     """An active run, drawn by the browser from the live feed (cifar_ui/live_panel.py): no script
     run per refresh. This fragment reruns only for its controls and when the browser reports an
     epoch's end (the per-class evolution below moves on); the run's end reruns the page."""
@@ -320,10 +320,10 @@ def evolution_section(target: watch.Target) -> None:
     render_evolution(folder, key=f"cifar_train_evolution_{target.run_id}")
 
 
-def server_panel(target: watch.Target, active: bool) -> None:
+def server_panel(target: running.Target, active: bool) -> None:
     """A run drawn by the page script: a finished run, or an active one where the browser cannot
     fetch the live feed (then fragments refresh the progress every second and the charts as often
-    as the trainer publishes; the figures come from a cache shared by every tab, cifar_ui/watch.py)."""
+    as the trainer publishes; the figures come from a cache shared by every tab, cifar_ui/running.py)."""
 
     @st.fragment(run_every=REFRESH_SECONDS if active else None)
     def progress() -> None:
@@ -344,16 +344,16 @@ def server_panel(target: watch.Target, active: bool) -> None:
         if snap is None:
             return
         smoothing, x_axis = curve_controls()
-        st.plotly_chart(watch.batch_figure(snap, smoothing))
+        st.plotly_chart(running.batch_figure(snap, smoothing))
         left, right = st.columns(2)
-        left.plotly_chart(watch.epoch_figure(snap, "loss", x_axis))
-        right.plotly_chart(watch.epoch_figure(snap, "accuracy", x_axis))
+        left.plotly_chart(running.epoch_figure(snap, "loss", x_axis))
+        right.plotly_chart(running.epoch_figure(snap, "accuracy", x_axis))
 
     progress()
     curves()
 
 
-def run_panel(target: watch.Target, active: bool) -> None:
+def run_panel(target: running.Target, active: bool) -> None:
     """A run's progress and charts, this server's job or one training elsewhere: drawn by the
     browser while it trains (unless this tab fell back), by the page once it has ended."""
     if active and live_panel.available() and not st.session_state.get("cifar_live_fallback"):
@@ -374,7 +374,7 @@ def watch_for_new_runs(count: int) -> None:
 
     @st.fragment(run_every=NEW_RUN_POLL_SECONDS)
     def poll() -> None:
-        if watch.active_count() != count:
+        if running.active_count() != count:
             st.rerun(scope="app")
 
     poll()
@@ -382,8 +382,8 @@ def watch_for_new_runs(count: int) -> None:
 
 with job_col:
     st.subheader("Current job")
-    found = watch.targets(remembered=st.session_state.get("cifar_watched_elsewhere"))
-    chosen = watch.default_target(found)
+    found = running.targets(remembered=st.session_state.get("cifar_watched_elsewhere"))
+    chosen = running.default_target(found)
     if len(found) > 1:
         ids = [t.run_id for t in found]
         labels = {t.run_id: f"{t.run_id} · {'this server' if t.owned else 'another process'}" for t in found}

@@ -160,7 +160,7 @@ def test_the_dashboard_watches_a_cli_run_live_and_stops_it(artifacts):
 
 @pytest.mark.slow
 def test_the_train_page_watches_its_last_run_resumed_by_another_process_which_alone_trains_it(artifacts):
-    from cifar_ui import watch
+    from cifar_ui import running
 
     job = training.start_job(TrainConfig(epochs=1, **QUICK))
     assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
@@ -172,10 +172,10 @@ def test_the_train_page_watches_its_last_run_resumed_by_another_process_which_al
         while json.loads((job.run_dir / "status.json").read_text()).get("pid") != proc.pid:  # it began training
             assert time.monotonic() < deadline and proc.poll() is None, "the CLI's resume never began"
             time.sleep(0.2)
-        while not [t for t in watch.targets() if t.is_active()]:  # this server's ended job gives way to it
-            assert time.monotonic() < deadline, f"the run training elsewhere is not shown: {watch.targets()}"
+        while not [t for t in running.targets() if t.is_active()]:  # this server's ended job gives way to it
+            assert time.monotonic() < deadline, f"the run training elsewhere is not shown: {running.targets()}"
             time.sleep(0.2)
-        (target,) = watch.targets()
+        (target,) = running.targets()
         assert target.run_id == job.run_id and not target.owned
         with pytest.raises(runs.RunError, match=f"run {job.run_id} is being trained by another process"):
             training.resume_job(job.run_id, epochs=300)
@@ -185,7 +185,7 @@ def test_the_train_page_watches_its_last_run_resumed_by_another_process_which_al
     done = runs.load_run(job.run_id).epochs_done
     again = training.resume_job(job.run_id, epochs=done + 1)  # its trainer is gone: the run is free
     assert again.join(120) and again.snapshot().status == "completed", again.snapshot().error
-    (target,) = watch.targets()
+    (target,) = running.targets()
     assert target.owned and target.job is again
 
 

@@ -1,4 +1,4 @@
-"""What the Train and Home pages watch: this server's job, or any run training under the
+"""The runs training now that the Train and Home pages show: this server's job, or any run training under the
 artifacts folder in another process (the CLI, a second server, a cluster's chief). Both look the
 same; only Stop differs (a thread event here, a request file through the run folder there).
 
