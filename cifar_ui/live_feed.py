@@ -119,12 +119,33 @@ def progress_doc(snap: Optional[JobSnapshot], run_id: str, charts_version: int =
     return {k: scrub_paths(v) if isinstance(v, str) else v for k, v in doc.items()}
 
 
+_EPOCH_CHARTS: "OrderedDict[tuple, str]" = OrderedDict()  # (metric, x axis, history's hash) -> the chart's JSON
+_EPOCH_CHARTS_LOCK = threading.Lock()
+EPOCH_CHARTS_KEPT = 16  # two charts per run and setting
+
+
+def epoch_chart_json(history: dict, metric: str, x_axis: str) -> str:
+    """An epoch chart's JSON, drawn once per history: between two epochs only the batch curves
+    move, and building a figure (~8 ms) is most of a charts file's cost."""
+    key = (metric, x_axis, hashlib.sha1(json.dumps(history, sort_keys=True, default=str).encode()).hexdigest())
+    with _EPOCH_CHARTS_LOCK:
+        found = _EPOCH_CHARTS.get(key)
+    if found is None:
+        found = charts.epoch_curves(history, metric, x=x_axis).to_json(validate=False)
+        with _EPOCH_CHARTS_LOCK:
+            _EPOCH_CHARTS[key] = found
+            while len(_EPOCH_CHARTS) > EPOCH_CHARTS_KEPT:
+                _EPOCH_CHARTS.popitem(last=False)
+    return found
+
+
 def figures_json(snap: JobSnapshot, smoothing: float, x_axis: str) -> str:
     """The three live charts as one JSON object, drawn by the same functions as everywhere else."""
-    figs = {"batch": charts.batch_curves(snap.batch_steps, snap.batch_loss, snap.batch_accuracy, smoothing=smoothing),
-            "loss": charts.epoch_curves(snap.history, "loss", x=x_axis),
-            "accuracy": charts.epoch_curves(snap.history, "accuracy", x=x_axis)}
-    body = ",".join(f'"{name}":{fig.to_json(validate=False)}' for name, fig in figs.items())
+    batch = charts.batch_curves(snap.batch_steps, snap.batch_loss, snap.batch_accuracy, smoothing=smoothing)
+    body = ",".join(f'"{name}":{text}' for name, text in (
+        ("batch", batch.to_json(validate=False)),
+        ("loss", epoch_chart_json(snap.history, "loss", x_axis)),
+        ("accuracy", epoch_chart_json(snap.history, "accuracy", x_axis))))
     return f'{{"version":{int(snap.version)},{body}}}'
 
 

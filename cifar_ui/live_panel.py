@@ -3,13 +3,20 @@ files `cifar_ui/live_feed.py` keeps fresh, so that a tab watching a run costs th
 read per second instead of a script run (see live_feed for why).
 
 The panel polls the run's progress file every second (not while its tab is hidden), fetches the
-charts only when their version changes and redraws them with Plotly.js (the copy that ships with
-the plotly package, served from `static/vendor/`). It tells the page to rerun when an epoch
-ends (the per-class evolution below it changes) and when the run ends (the result replaces it).
-If the files cannot be fetched it says so and asks the page to fall back to refreshing itself.
+charts only when their version changes and redraws with Plotly.js (the copy that ships with the
+plotly package, served from `static/vendor/`) only the charts whose figure changed, when they are on
+screen (one that scrolls into view is brought up to date at once). It tells the page to rerun when
+an epoch ends, for the per-class evolution below it (only while that is on screen: otherwise when it
+scrolls into view), and when the run ends (the result replaces it). If the files cannot be fetched
+it says so and asks the page to fall back to refreshing itself.
+
+What a watching tab costs matters because the browser often shares the machine that trains: a
+progress poll touches the page only where its text changed and nothing animates between polls
+(BENCHMARKS.md section 8, "One local tab").
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -45,7 +52,7 @@ _CSS = """
 .cl-status code { font-family: var(--st-code-font, monospace); font-size: 0.9em; }
 .cl-badge { font-weight: 600; color: var(--st-primary-color, #ff4b4b); }
 .cl-bar { height: 0.5rem; border-radius: 0.25rem; background: var(--st-secondary-background-color, #f0f2f6); overflow: hidden; }
-.cl-fill { height: 100%; width: 0; background: var(--st-primary-color, #ff4b4b); transition: width 0.4s ease; }
+.cl-fill { height: 100%; width: 0; background: var(--st-primary-color, #ff4b4b); }  /* no transition: a moving bar would be laid out and painted ~24 times a second */
 .cl-text { font-size: 0.875rem; margin: 0.25rem 0 0.5rem 0; }
 .cl-note { font-size: 0.8rem; opacity: 0.7; min-height: 1em; }
 .cl-row { display: flex; gap: 1rem; }
@@ -56,6 +63,7 @@ _CSS = """
 
 _JS = """
 const PLOTLY_TAG = "cifar-lab-plotly";
+const CHARTS = ["batch", "loss", "accuracy"];
 const panels = new WeakMap();
 
 function loadPlotly(src) {
@@ -84,6 +92,13 @@ class Panel {
     this.misses = 0;
     this.fedAt = null;
     this.freshSince = Date.now();
+    this.shown = {};  // what the progress part shows: the page is touched only where it changes
+    this.figures = null;  // the newest figures fetched
+    this.drawn = {};  // chart name -> JSON of the figure it shows
+    this.offScreen = new Set();  // charts and the epoch target known to be out of view
+    this.pendingEpochs = null;  // an epoch end not yet reported: its target is off screen
+    this.target = null;
+    this.observer = new IntersectionObserver((entries) => this.onView(entries));
   }
 
   update(data, trigger) {
@@ -97,6 +112,7 @@ class Panel {
     this.root.classList.toggle("cl-compact", !data.figures_url);  // progress only (Home)
     this.plotly = data.figures_url ? (this.plotly || loadPlotly(data.plotly_url)) : null;
     this.showProgress(data.progress);
+    for (const div of this.root.querySelectorAll(".cl-chart")) this.observer.observe(div);  // reported back in onView
     if (this.drawnVersion === null && this.figuresUrl) this.refreshCharts();  // mounted, or a new setting
     if (this.epochs === null) this.epochs = data.progress.epochs_done;
     // (Re)start polling: after the page reran for an ending, a job may still say "completed"
@@ -104,35 +120,80 @@ class Panel {
     if (!this.timer) this.timer = setInterval(() => this.tick(), data.poll_ms);
   }
 
-  stop() { clearInterval(this.timer); this.timer = null; }
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+    this.observer.disconnect();  // update() observes again
+    this.target = null;
+  }
+
+  // Each change below costs the tab a style, layout and paint pass: made only when the value changed.
+  set(part, value, apply) {
+    if (this.shown[part] === value) return;
+    this.shown[part] = value;
+    apply(value);
+  }
 
   showProgress(doc) {
-    const status = this.el("status");
-    status.textContent = "";
-    const code = document.createElement("code");
-    code.textContent = doc.run_id;
-    const badge = document.createElement("span");
-    badge.className = "cl-badge";
-    badge.textContent = doc.status;
-    status.append("Run ", code, " ", badge, " \\u2014 " + (doc.message || ""));
-    const pct = Math.round(100 * (doc.progress || 0));
-    this.el("fill").style.width = pct + "%";
-    this.el("bar").setAttribute("aria-valuenow", String(pct));
-    this.el("text").textContent = doc.text || "";
+    this.set("status", JSON.stringify([doc.run_id, doc.status, doc.message || ""]), () => {
+      const status = this.el("status");
+      status.textContent = "";
+      const code = document.createElement("code");
+      code.textContent = doc.run_id;
+      const badge = document.createElement("span");
+      badge.className = "cl-badge";
+      badge.textContent = doc.status;
+      status.append("Run ", code, " ", badge, " \\u2014 " + (doc.message || ""));
+    });
+    this.set("pct", Math.round(100 * (doc.progress || 0)), (pct) => {
+      this.el("fill").style.width = pct + "%";
+      this.el("bar").setAttribute("aria-valuenow", String(pct));
+    });
+    this.set("text", doc.text || "", (text) => { this.el("text").textContent = text; });
     if (doc.fed_at !== this.fedAt) { this.fedAt = doc.fed_at; this.freshSince = Date.now(); }
+  }
+
+  note(text) { this.set("note", text, (t) => { this.el("note").textContent = t; }); }
+
+  onView(entries) {
+    for (const entry of entries) {
+      if (entry.isIntersecting) this.offScreen.delete(entry.target); else this.offScreen.add(entry.target);
+    }
+    if (this.figures) this.redraw().catch((err) => this.note("Charts not updated (" + err.message + ")"));
+    if (this.pendingEpochs !== null) this.reportEpoch(this.pendingEpochs);
   }
 
   async drawFigures(figures) {
     if (!this.plotly || !figures || figures.version === undefined) return;
     if (this.drawnVersion !== null && figures.version <= this.drawnVersion) return;  // never an older one over a newer
+    this.figures = figures;
+    await this.redraw();
+    this.drawnVersion = figures.version;
+  }
+
+  // One redraw at a time (a chart scrolling into view can ask while the feed's is under way).
+  redraw() {
+    this.redrawing = (this.redrawing || Promise.resolve()).catch(() => {}).then(() => this.redrawNow());
+    return this.redrawing;
+  }
+
+  // Plotly.react costs 20-35 ms of CPU a chart: only a chart whose figure changed (the epoch charts
+  // change once an epoch, the batch curves every few seconds), and not while it is out of view
+  // (it catches up when it scrolls in; its first drawing is made anyway, so the page keeps its height).
+  async redrawNow() {
     const Plotly = await this.plotly;
-    for (const name of ["batch", "loss", "accuracy"]) {
+    const figures = this.figures;
+    for (const name of CHARTS) {
       const fig = figures[name];
       const div = this.root.querySelector('[data-chart="' + name + '"]');
       if (!fig || !div) continue;
+      const json = JSON.stringify(fig);
+      if (json === this.drawn[name] || (this.offScreen.has(div) && this.drawn[name] !== undefined)) continue;
+      this.drawn[name] = json;
       // What Streamlit's own chart element adds: the page's font, room for tick labels.
       const layout = Object.assign({}, fig.layout, {paper_bgcolor: "rgba(0,0,0,0)", autosize: true});
-      layout.font = Object.assign({family: getComputedStyle(this.root).fontFamily}, fig.layout.font || {});
+      this.fontFamily = this.fontFamily || getComputedStyle(this.root).fontFamily;
+      layout.font = Object.assign({family: this.fontFamily}, fig.layout.font || {});
       // Titles on the left, as Streamlit's theme draws the page's other charts (and clear of the legend).
       const title = typeof fig.layout.title === "string" ? {text: fig.layout.title} : (fig.layout.title || {});
       layout.title = Object.assign({x: 0, xanchor: "left", xref: "paper"}, title);
@@ -141,7 +202,25 @@ class Panel {
       }
       await Plotly.react(div, fig.data, layout, {responsive: true, displaylogo: false});
     }
-    this.drawnVersion = figures.version;
+  }
+
+  // The part of the page an epoch's rerun is for (data.epoch_target: the per-class evolution,
+  // drawn after the panel), watched from the first poll so its place is known when an epoch ends.
+  watchTarget() {
+    const selector = this.data.epoch_target;
+    if (!selector || (this.target && this.target.isConnected)) return;
+    this.target = document.querySelector(selector);
+    if (this.target) this.observer.observe(this.target);  // reported back in onView
+  }
+
+  // The epoch's rerun is asked for while its target is on screen or not known to be off it (not
+  // found: at once, as before), else once the target scrolls into view.
+  reportEpoch(epochs) {
+    this.watchTarget();
+    if (this.target && this.offScreen.has(this.target)) { this.pendingEpochs = epochs; return; }
+    this.pendingEpochs = null;
+    this.epochs = epochs;
+    this.trigger("epoch", epochs);
   }
 
   async fetchJson(url) {
@@ -156,7 +235,7 @@ class Panel {
     try {
       await this.drawFigures(await this.fetchJson(this.figuresUrl));
     } catch (err) {
-      this.el("note").textContent = "Charts not updated (" + err.message + ")";
+      this.note("Charts not updated (" + err.message + ")");
     } finally {
       this.drawing = false;
     }
@@ -169,22 +248,22 @@ class Panel {
       const doc = await this.fetchJson(this.data.progress_url);
       this.misses = 0;
       this.showProgress(doc);
+      this.watchTarget();
       if (this.figuresUrl && doc.charts > (this.drawnVersion === null ? -1 : this.drawnVersion)) {  // newer curves
         this.refreshCharts();  // not awaited: a slow redraw must not hold up the next progress poll
       }
       const stale = (Date.now() - this.freshSince) / 1000;
-      this.el("note").textContent = stale > this.data.stale_seconds
-        ? "No update from the server for " + Math.round(stale) + " s: is it still running?" : "";
+      this.note(stale > this.data.stale_seconds
+        ? "No update from the server for " + Math.round(stale) + " s: is it still running?" : "");
       if (!doc.active) {
         this.stop();
         this.trigger("ended", doc.status);
-      } else if (doc.epochs_done !== this.epochs && this.data.report_epochs) {
-        this.epochs = doc.epochs_done;
-        this.trigger("epoch", doc.epochs_done);
+      } else if (doc.epochs_done !== this.epochs && doc.epochs_done !== this.pendingEpochs && this.data.report_epochs) {
+        this.reportEpoch(doc.epochs_done);
       }
     } catch (err) {
       this.misses += 1;
-      this.el("note").textContent = "Live feed unavailable (" + err.message + ")";
+      this.note("Live feed unavailable (" + err.message + ")");
       if (this.misses === 5) { this.stop(); this.trigger("unavailable", String(err.message)); }
     } finally {
       this.busy = false;
@@ -198,7 +277,9 @@ export default function (component) {
   let panel = panels.get(root);
   if (!panel) { panel = new Panel(root); panels.set(root, panel); }
   panel.update(data, setTriggerValue);
-  return () => { panel.stop(); panels.delete(root); };
+  // Called before each rerun's new data as well as on unmount: the panel stays with its element, so
+  // a rerun (an epoch's end) neither refetches nor redraws charts that did not change.
+  return () => panel.stop();
 }
 """
 
@@ -236,10 +317,19 @@ def _url(relative: str) -> str:
     return "/" + (f"{base}/" if base else "") + relative
 
 
-def render(run_id: str, view, key: str, smoothing: Optional[float] = None, x_axis: str = "epoch") -> Optional[str]:
+def container_selector(key: str) -> str:
+    """The CSS selector of `st.container(key=key)` (Streamlit gives a keyed container the class
+    st-key-<key>, other characters than letters, digits, _ and - made -)."""
+    return ".st-key-" + re.sub(r"[^a-zA-Z0-9_-]", "-", key.strip())
+
+
+def render(run_id: str, view, key: str, smoothing: Optional[float] = None, x_axis: str = "epoch",
+           epoch_key: Optional[str] = None) -> Optional[str]:
     """Mount the panel for a run: progress and charts, or the progress alone when `smoothing` is
     None (Home). Returns what the browser reported on this rerun ("epoch", with charts only;
-    "ended" or "unavailable"), or None."""
+    "ended" or "unavailable"), or None. `epoch_key`: the key of the `st.container` an epoch's
+    rerun is for; the browser asks for it only while that container is on screen (else once it
+    scrolls into view), so a tab scrolled elsewhere costs no rerun per epoch."""
     links = live_feed.feed().watch(run_id, view, smoothing, x_axis)
     vendor = plotly_js()
     data: dict[str, Any] = {
@@ -247,7 +337,8 @@ def render(run_id: str, view, key: str, smoothing: Optional[float] = None, x_axi
         "figures_url": None if links.figures_url is None else _url(links.figures_url),
         "plotly_url": _url(f"app/static/vendor/{vendor.name}"), "poll_ms": POLL_MS,
         "stale_seconds": STALE_SECONDS, "progress": links.progress,
-        "report_epochs": links.figures_url is not None}
+        "report_epochs": links.figures_url is not None,
+        "epoch_target": None if epoch_key is None else container_selector(epoch_key)}
     result = _component(key=key, data=data, on_epoch_change=lambda: None, on_ended_change=lambda: None,
                         on_unavailable_change=lambda: None)
     for event in ("ended", "unavailable", "epoch"):

@@ -26,6 +26,7 @@ REFRESH_SECONDS = 1.0  # progress refresh while a job runs, when the browser can
 CURVES_SECONDS = live.PUBLISH_SECONDS  # the curves change only when the trainer publishes them
 EVOLUTION_SECONDS = 10.0  # the per-epoch confusion changes once an epoch: a slow refresh is enough
 NEW_RUN_POLL_SECONDS = 5.0  # while idle: how often to look for a run started elsewhere
+EVOLUTION_KEY = "cifar_train_evolution"  # its container: the live panel reruns the page for it only while it shows
 SOURCES = ("keras", "synthetic")
 
 st.title("Train")
@@ -301,17 +302,18 @@ def browser_panel(target: running.Target) -> None:
         smoothing, x_axis = curve_controls()
         with chart_box:
             event = live_panel.render(target.run_id, target.view, key=f"cifar_live_{target.run_id}",
-                                      smoothing=smoothing, x_axis=x_axis)
+                                      smoothing=smoothing, x_axis=x_axis, epoch_key=EVOLUTION_KEY)
         if event == "unavailable":  # the files cannot be fetched (a proxy, static serving off): poll here
             st.session_state["cifar_live_fallback"] = True
         if event in ("ended", "unavailable"):
             st.rerun(scope="app")
-        evolution_section(target)
+        with st.container(key=EVOLUTION_KEY):  # an epoch's rerun is for this part, asked for while it is on screen
+            evolution_section(target)
 
     panel()
 
 
-def evolution_section(target: watch.Target) -> None:
+def evolution_section(target: running.Target) -> None:
     st.subheader("How each class evolves", divider="gray")
     try:
         folder = runs.run_path(target.run_id)

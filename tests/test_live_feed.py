@@ -138,6 +138,28 @@ def test_a_finished_epoch_is_drawn_at_once_despite_the_throttle(feed, state, mon
     assert read(feed, links.figures_url)["version"] == epoch, "a batch redrawn sooner than FIGURES_SECONDS"
 
 
+def test_the_epoch_charts_are_built_once_per_epoch_and_between_epochs_only_the_batch_curves(state, monkeypatch):
+    built = []
+    epoch_curves = live_feed.charts.epoch_curves
+    monkeypatch.setattr(live_feed.charts, "epoch_curves",
+                        lambda history, metric, x: built.append((metric, x)) or epoch_curves(history, metric, x=x))
+    monkeypatch.setattr(live_feed, "_EPOCH_CHARTS", type(live_feed._EPOCH_CHARTS)())
+
+    state.add_batch(0.1, 1.5, 0.3)
+    first = json.loads(live_feed.figures_json(state.publish(), 0.6, "epoch"))
+    state.add_batch(0.2, 1.4, 0.35)
+    second = json.loads(live_feed.figures_json(state.publish(), 0.6, "epoch"))
+    assert second["batch"] != first["batch"] and second["version"] > first["version"]
+    assert (second["loss"], second["accuracy"]) == (first["loss"], first["accuracy"])
+    assert built == [("loss", "epoch"), ("accuracy", "epoch")]
+
+    state.add_epoch({"loss": 1.5, "accuracy": 0.3, "val_loss": 1.6, "val_accuracy": 0.28})
+    third = json.loads(live_feed.figures_json(state.publish(), 0.6, "epoch"))
+    assert len(plotted(third["loss"]["data"][0]["x"])) == 1  # an epoch's end: drawn again
+    live_feed.figures_json(state.publish(), 0.0, "minutes")  # another setting: its own charts
+    assert built[2:] == [("loss", "epoch"), ("accuracy", "epoch"), ("loss", "minutes"), ("accuracy", "minutes")]
+
+
 def test_a_run_nobody_watches_any_more_stops_being_fed(tmp_path, state, monkeypatch):
     """Every browser session that showed the run has closed: the feed stops drawing for it (the
     run trains without that cost); a page that shows it again starts it again."""

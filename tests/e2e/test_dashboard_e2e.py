@@ -331,6 +331,45 @@ def test_a_run_nobody_watches_stops_being_fed_until_a_tab_shows_it_again(tabs, s
     expect(status_line(second, run_id, "stopped")).to_be_visible(timeout=STOP_MS)
 
 
+def test_an_epochs_rerun_waits_until_the_class_evolution_is_on_screen(tabs, server):
+    """At an epoch's end the live panel reruns the page for the per-class evolution below it, but
+    only while that is on screen: a tab at the page's top (the evolution below the fold at 1400x1000)
+    asks for no rerun while the charts above move on, and one that scrolls down gets the evolution
+    brought up to date at once (cifar_ui/live_panel.py; BENCHMARKS.md section 8, "One local tab")."""
+    page = tabs.open()
+    page.add_init_script("""(() => {  // counts the page's websocket messages: its rerun requests
+        window.__wsSent = 0;
+        const Base = window.WebSocket;
+        window.WebSocket = class extends Base { send(d) { window.__wsSent++; return super.send(d); } };
+    })();""")
+    open_page(page, server.url, "/train", "Train")
+    run_id = start_training(page, **{**QUICK, "epochs": LONG_EPOCHS})
+    expect(status_line(page, run_id, "running")).to_be_visible(timeout=TRAIN_MS)
+    page.get_by_role("heading", name="Train", exact=True).scroll_into_view_if_needed()  # Start's click scrolled down
+    evolution = page.locator(".st-key-cifar_train_evolution")  # pages/train.py's EVOLUTION_KEY
+    expect(evolution).to_contain_text("How each class evolves")
+    assert evolution.bounding_box()["y"] > page.viewport_size["height"], "the evolution should be below the fold"
+
+    def shown_epoch() -> int:  # the epoch of the evolution's confusion matrix (0: none yet)
+        found = re.search(r"Confusion matrix at epoch (\d+) \(", evolution.text_content())  # the chart's title
+        return int(found.group(1)) if found else 0
+
+    # a rerun asked for before the scroll (the evolution was on screen) has ended one epoch later
+    page.wait_for_function(f"() => ({epoch_points_js()})() > {page.evaluate(epoch_points_js())}", timeout=TRAIN_MS)
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+    sent, shown = page.evaluate("() => window.__wsSent"), shown_epoch()
+    points = page.evaluate(epoch_points_js())
+    page.wait_for_function(f"() => ({epoch_points_js()})() >= {points + 2}", timeout=TRAIN_MS)
+    assert page.evaluate("() => window.__wsSent") == sent, "a rerun was asked for while the evolution was off screen"
+    assert shown_epoch() == shown, "the evolution moved on while off screen"
+
+    evolution.scroll_into_view_if_needed()
+    expect(evolution).to_contain_text(re.compile(rf"Confusion matrix at epoch (?!{shown} )\d+ \("), timeout=PAGE_MS)
+    assert shown_epoch() >= points + 2, "scrolled into view, the evolution should catch up with the epochs drawn"
+    stop_button(page).click()
+    expect(status_line(page, run_id, "stopped")).to_be_visible(timeout=STOP_MS)
+
+
 def test_evaluate_shows_first_four_test_images(page, server, finished_run):
     open_page(page, server.url, "/evaluate", "Evaluate")
     choose_run(page, finished_run)
