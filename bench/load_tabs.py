@@ -7,7 +7,7 @@ and starts a long training job from one headless-Chromium tab through the Train 
 job's first epoch has ended (TensorFlow loaded, the model traced), it opens more tabs on
 /train, all at once, until N tabs watch the job (every open Train tab's live panel fetches the
 run's progress file from the server once a second, and its charts when they change: see
-cifar_ui/live_feed.py), or for N = 0 closes the starting tab so nothing polls (and the feed,
+cifar_ui/browser_feed.py), or for N = 0 closes the starting tab so nothing polls (and the feed,
 which runs only while a browser session shows the run, stops within seconds: the ratio is the
 whole cost of watching, feed included). After
 --warmup-seconds it measures for --measure-seconds, then closes the tabs, stops the job from a
@@ -612,7 +612,7 @@ def open_watchers(lab: Lab, run_id: str, count: int) -> dict[str, Any]:
 class Poller:
     """A Train tab's live panel without a browser (--pollers): from a thread of this process (on
     the browser's CPUs), it fetches the run's progress file once a second and the charts file
-    whenever the progress names newer curves: the requests cifar_ui/live_panel.py makes, at the
+    whenever the progress names newer curves: the requests cifar_ui/progress_panel.py makes, at the
     nominal rate, with no rendering. Streamlit's websocket of a watching tab stays idle meanwhile
     (the page reruns only at an epoch's end), so it is left out."""
 
@@ -877,7 +877,7 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
     version). The first rows are what each tab did every second before the shared cache (a deep
     copy of the state and three figures built from 2,000 points); "fragments" the page-drawn panel
     with the shared cache (Streamlit's own work per rerun, ~27 ms, comes on top); "feed" the
-    browser-drawn panel's files (cifar_ui/live_feed.py), written once for every tab: a tab then
+    browser-drawn panel's files (cifar_ui/browser_feed.py), written once for every tab: a tab then
     costs the server only the static file it fetches."""
     import hashlib
     import random
@@ -889,7 +889,7 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
     from cifar_core import charts, runs
     from cifar_core.training import state as jobstate, publisher as live
     from cifar_core.config import TrainConfig
-    from cifar_ui import live_feed
+    from cifar_ui import browser_feed
 
     state = jobstate.JobState("micro", TrainConfig(), {}, 0)
     rng = random.Random(0)
@@ -927,10 +927,10 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
             folder / "live.json", live.to_record(state.publish())),
         f"fragments, shared every {live.PUBLISH_SECONDS:.0f} s: 3 figures from {len(view.batch_steps)} points": lambda: build(
             view, figs),
-        "feed, shared every 1 s: progress file": lambda: live_feed._write(
-            folder / "progress.json", json.dumps(live_feed.progress_doc(state.view(), "micro"))),
-        f"feed, shared every {live_feed.FIGURES_SECONDS:.0f} s: figures file from {len(view.batch_steps)} points": lambda: live_feed._write(
-            folder / "figures.json", live_feed.figures_json(view, charts.DEFAULT_SMOOTHING, "epoch")),
+        "feed, shared every 1 s: progress file": lambda: browser_feed._write(
+            folder / "progress.json", json.dumps(browser_feed.progress_doc(state.view(), "micro"))),
+        f"feed, shared every {browser_feed.FIGURES_SECONDS:.0f} s: figures file from {len(view.batch_steps)} points": lambda: browser_feed._write(
+            folder / "figures.json", browser_feed.figures_json(view, charts.DEFAULT_SMOOTHING, "epoch")),
     }
     rows = []
     for what, fn in steps.items():
@@ -948,8 +948,8 @@ def live_panel_micro(epochs: int = 30, repeats: int = 10) -> list[dict[str, Any]
         f"fragments, per tab every {live.PUBLISH_SECONDS:.0f}", live.PUBLISH_SECONDS)
     trainer = per_s("shared every", live.PUBLISH_SECONDS)
     frag_shared = per_s("fragments, shared", live.PUBLISH_SECONDS) + trainer
-    feed = (per_s("feed, shared every 1", 1.0) + per_s(f"feed, shared every {live_feed.FIGURES_SECONDS:.0f}",
-                                                        live_feed.FIGURES_SECONDS) + trainer)
+    feed = (per_s("feed, shared every 1", 1.0) + per_s(f"feed, shared every {browser_feed.FIGURES_SECONDS:.0f}",
+                                                        browser_feed.FIGURES_SECONDS) + trainer)
     rows += [{"piece": "before: CPU ms per second, 10 tabs", "cpu_ms": 10 * before},
              {"piece": "fragments: CPU ms per second, 10 tabs (shared part once), + Streamlit's reruns",
               "cpu_ms": 10 * frag_tab + frag_shared},

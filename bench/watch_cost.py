@@ -119,7 +119,7 @@ def server_thread_kind(name: Optional[str]) -> str:
     if name is None:
         return "native"
     if name.startswith("cifar-live-feed"):
-        return "feed"  # cifar_ui/live_feed.py: the progress and charts files
+        return "feed"  # cifar_ui/browser_feed.py: the progress and charts files
     if name.startswith("ScriptRunner"):
         return "scripts"  # page and fragment reruns
     if name == "MainThread" or name.startswith(("ThreadPoolExecutor", "AnyIO")):

@@ -2,7 +2,7 @@
 artifacts folder in another process (the CLI, a second server, a cluster's chief). Both look the
 same; only Stop differs (a thread event here, a request file through the run folder there).
 
-While a run trains, the Train page's panel is drawn by the browser from cifar_ui/live_feed.py's
+While a run trains, the Train page's panel is drawn by the browser from cifar_ui/browser_feed.py's
 files; the figures below serve a finished run and the fallback where the browser cannot fetch
 them, built once per published version of the curves and shared by every tab."""
 from __future__ import annotations

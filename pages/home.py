@@ -2,7 +2,7 @@
 import streamlit as st
 
 from cifar_core import data, runs
-from cifar_ui import fmt, live_panel, nav, running, widgets
+from cifar_ui import fmt, progress_panel, nav, running, widgets
 
 nav.require_entry(nav.HOME)
 
@@ -35,9 +35,9 @@ with left:
     found = running.targets()
     active = [t.run_id for t in found if t.is_active()]
 
-    # An active run's progress is drawn by the browser from the live feed (cifar_ui/live_panel.py);
+    # An active run's progress is drawn by the browser from the live feed (cifar_ui/progress_panel.py);
     # this fragment then only looks, now and then, for a run started elsewhere.
-    in_browser = bool(active) and live_panel.available() and not st.session_state.get("cifar_live_fallback")
+    in_browser = bool(active) and progress_panel.available() and not st.session_state.get("cifar_live_fallback")
 
     @st.fragment(run_every=(NEW_RUN_POLL_SECONDS if in_browser else 2.0) if active else NEW_RUN_POLL_SECONDS)
     def job_status() -> None:
@@ -52,7 +52,7 @@ with left:
             if snap is None:
                 continue
             if in_browser and snap.is_active:
-                event = live_panel.render(target.run_id, target.view, key=f"cifar_home_live_{target.run_id}")
+                event = progress_panel.render(target.run_id, target.view, key=f"cifar_home_live_{target.run_id}")
                 if event == "unavailable":
                     st.session_state["cifar_live_fallback"] = True
                 if event is not None:

@@ -2,7 +2,7 @@
 
 The job belongs to the server (`training.current_job()`), not to this tab: every tab and page
 shows the same job. While a run trains, the browser draws its progress and curves from files the
-server keeps fresh (cifar_ui/live_panel.py): watching costs no script run per refresh."""
+server keeps fresh (cifar_ui/progress_panel.py): watching costs no script run per refresh."""
 from typing import Optional
 
 import streamlit as st
@@ -17,7 +17,7 @@ from cifar_core.planning.probe import load_probe
 from cifar_core.recipes.presets import PLANNED_FIELDS
 from cifar_core.sweeps import studies
 from cifar_core.sweeps.storage import SweepError
-from cifar_ui import access, budget, fmt, live_panel, lr_finder, nav, network, running, widgets
+from cifar_ui import access, budget, fmt, progress_panel, lr_finder, nav, network, running, widgets
 from cifar_ui.evolution import render_evolution
 
 nav.require_entry(nav.TRAIN)
@@ -288,7 +288,7 @@ def look(target: running.Target, active: bool) -> Optional[training.JobSnapshot]
 
 
 def browser_panel(target: running.Target) -> None:
-    """An active run, drawn by the browser from the live feed (cifar_ui/live_panel.py): no script
+    """An active run, drawn by the browser from the live feed (cifar_ui/progress_panel.py): no script
     run per refresh. This fragment reruns only for its controls and when the browser reports an
     epoch's end (the per-class evolution below moves on); the run's end reruns the page."""
 
@@ -301,7 +301,7 @@ def browser_panel(target: running.Target) -> None:
         chart_box = st.container()
         smoothing, x_axis = curve_controls()
         with chart_box:
-            event = live_panel.render(target.run_id, target.view, key=f"cifar_live_{target.run_id}",
+            event = progress_panel.render(target.run_id, target.view, key=f"cifar_live_{target.run_id}",
                                       smoothing=smoothing, x_axis=x_axis, epoch_key=EVOLUTION_KEY)
         if event == "unavailable":  # the files cannot be fetched (a proxy, static serving off): poll here
             st.session_state["cifar_live_fallback"] = True
@@ -358,7 +358,7 @@ def server_panel(target: running.Target, active: bool) -> None:
 def run_panel(target: running.Target, active: bool) -> None:
     """A run's progress and charts, this server's job or one training elsewhere: drawn by the
     browser while it trains (unless this tab fell back), by the page once it has ended."""
-    if active and live_panel.available() and not st.session_state.get("cifar_live_fallback"):
+    if active and progress_panel.available() and not st.session_state.get("cifar_live_fallback"):
         browser_panel(target)
         return
     server_panel(target, active)

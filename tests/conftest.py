@@ -8,7 +8,7 @@ import shutil
 from cifar_core import training
 from cifar_core.config import TrainConfig
 from cifar_core.data import make_synthetic
-from cifar_ui import live_feed
+from cifar_ui import browser_feed
 
 # The page tests' trained run: synthetic data, small enough for one epoch in seconds.
 PAGE_QUICK = dict(data="synthetic", train_subset=600, test_subset=200, batch_size=32)
@@ -21,7 +21,7 @@ def artifacts(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_ARTIFACTS_DIR", str(root))
     monkeypatch.setenv("CIFAR10_DATA", "synthetic")
     # The Train page's live feed writes here, not into the checkout's static/ (the URLs are the same).
-    monkeypatch.setattr(live_feed, "_FEED", live_feed.Feed(root=tmp_path / "live-feed"))
+    monkeypatch.setattr(browser_feed, "_FEED", browser_feed.Feed(root=tmp_path / "live-feed"))
     return root
 
 

@@ -1,4 +1,4 @@
-"""Reading the Train page's browser-drawn live panel (cifar_ui/live_panel.py) in AppTest, which
+"""Reading the Train page's browser-drawn live panel (cifar_ui/progress_panel.py) in AppTest, which
 runs no JavaScript: what the page handed the panel, and the feed files the browser would fetch."""
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ from typing import Optional
 
 import numpy as np
 
-from cifar_ui import live_feed
+from cifar_ui import browser_feed
 
 
 def live_panel_data(at) -> Optional[dict]:
     """The panel's data (feed URLs, first frame of progress and figures); None when the page drew none."""
     for element in at.get("bidi_component"):
-        if element.proto.component_name == "cifar_lab.live_panel":
+        if element.proto.component_name == "cifar_lab.progress_panel":
             return json.loads(element.proto.json)
     return None
 
 
 def feed_file(url: str) -> Path:
     """The file behind a live-feed URL, in the current feed's folder."""
-    return live_feed.feed().root / url.split(f"{live_feed.URL_PREFIX}/", 1)[1]
+    return browser_feed.feed().root / url.split(f"{browser_feed.URL_PREFIX}/", 1)[1]
 
 
 def read_feed(url: str) -> dict:

@@ -55,7 +55,7 @@ def markdown(page: Page, pattern: str):
 
 def status_line(page: Page, run_id: str = RUN_ID, status: str = r"\w+"):
     """The job panel's 'Run <id> <status> — <message>' line: drawn by the browser's live panel
-    (.cl-status, cifar_ui/live_panel.py) while the run trains, by the page once it has ended."""
+    (.cl-status, cifar_ui/progress_panel.py) while the run trains, by the page once it has ended."""
     return page.locator(f'{LIVE} [data-testid="stMarkdownContainer"], {LIVE} .cl-status').filter(
         has_text=re.compile(rf"^Run {run_id} {status} —")).first
 
@@ -335,7 +335,7 @@ def test_an_epochs_rerun_waits_until_the_class_evolution_is_on_screen(tabs, serv
     """At an epoch's end the live panel reruns the page for the per-class evolution below it, but
     only while that is on screen: a tab at the page's top (the evolution below the fold at 1400x1000)
     asks for no rerun while the charts above move on, and one that scrolls down gets the evolution
-    brought up to date at once (cifar_ui/live_panel.py; BENCHMARKS.md section 8, "One local tab")."""
+    brought up to date at once (cifar_ui/progress_panel.py; BENCHMARKS.md section 8, "One local tab")."""
     page = tabs.open()
     page.add_init_script("""(() => {  // counts the page's websocket messages: its rerun requests
         window.__wsSent = 0;

@@ -7,7 +7,7 @@ refreshing once a second took 10% of training's speed (BENCHMARKS.md §8). Inste
 the server writes each watched run's progress every second, and its charts once per published
 version of the curves (one file per chart setting in use), under `static/live/`, which Streamlit
 serves as plain files (`server.enableStaticServing`). The Train page's panel
-(`cifar_ui/live_panel.py`) fetches them from the browser; the page itself reruns only when an
+(`cifar_ui/progress_panel.py`) fetches them from the browser; the page itself reruns only when an
 epoch ends or the run does. A run is fed while some open browser session has shown it: once every
 such tab has closed, the thread stops drawing for it, so an unwatched run trains at full speed.
 
@@ -195,7 +195,7 @@ class Feed:
         self._thread: Optional[threading.Thread] = None
         self.failures = 0  # writes that failed (a full or read-only disk): tabs then see the feed stall
 
-    def watch(self, run_id: str, view: Callable[[], Optional[JobSnapshot]], smoothing: Optional[float] = None,
+    def serve(self, run_id: str, view: Callable[[], Optional[JobSnapshot]], smoothing: Optional[float] = None,
               x_axis: str = "epoch") -> Links:
         """Keep `run_id`'s files fresh from `view` until it has ended, with its charts drawn for
         this smoothing and x axis too (progress only when `smoothing` is None); returns the URLs
@@ -239,7 +239,7 @@ class Feed:
         base = f"{URL_PREFIX}/{folder.name}/{run_id}"
         return Links(f"{base}.json", None if key is None else f"{base}.{key}.json", progress)
 
-    def watching(self) -> list[str]:
+    def serving(self) -> list[str]:
         with self._lock:
             return sorted(w.run_id for w in self._watched.values())
 

@@ -1,4 +1,4 @@
-"""The live feed (cifar_ui/live_feed.py): the files a Train tab's browser polls instead of
+"""The live feed (cifar_ui/browser_feed.py): the files a Train tab's browser polls instead of
 rerunning the page, kept fresh by one server thread; and the page's own refresh where the
 browser cannot fetch them."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from cifar_core import training
 from cifar_core.config import TrainConfig
 from cifar_core.training.state import JobState
-from cifar_ui import live_feed
+from cifar_ui import browser_feed
 from live_helpers import live_panel_data, plotted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,17 +38,17 @@ def state(artifacts) -> JobState:
 
 
 @pytest.fixture
-def feed(tmp_path, monkeypatch) -> live_feed.Feed:
-    monkeypatch.setattr(live_feed, "GRACE_SECONDS", 0.3)
-    monkeypatch.setattr(live_feed, "FIGURES_SECONDS", 0.0)
-    return live_feed.Feed(root=tmp_path / "feed", period=0.05)
+def feed(tmp_path, monkeypatch) -> browser_feed.Feed:
+    monkeypatch.setattr(browser_feed, "GRACE_SECONDS", 0.3)
+    monkeypatch.setattr(browser_feed, "FIGURES_SECONDS", 0.0)
+    return browser_feed.Feed(root=tmp_path / "feed", period=0.05)
 
 
-def read(feed: live_feed.Feed, url: str) -> dict:
-    return json.loads((feed.root / url.split(f"{live_feed.URL_PREFIX}/", 1)[1]).read_text())
+def read(feed: browser_feed.Feed, url: str) -> dict:
+    return json.loads((feed.root / url.split(f"{browser_feed.URL_PREFIX}/", 1)[1]).read_text())
 
 
-def fed_since(feed: live_feed.Feed, url: str, moment: float, iterations: int = 2) -> None:
+def fed_since(feed: browser_feed.Feed, url: str, moment: float, iterations: int = 2) -> None:
     """Wait until the feed's thread has run `iterations` whole iterations of its loop that began
     after `moment` (a time.time()), each proven by its rewrite of the progress file, the last thing
     an iteration does (after deciding to draw, or to stop feeding the run). The first rewrite
@@ -66,14 +66,14 @@ def fed_since(feed: live_feed.Feed, url: str, moment: float, iterations: int = 2
 
 
 def test_progress_is_rewritten_every_period_and_charts_only_for_a_new_version(feed, state):
-    links = feed.watch(RUN, state.view, 0.6, "epoch")
-    assert links.progress_url == f"{live_feed.URL_PREFIX}/{live_feed.scope()}/{RUN}.json"
+    links = feed.serve(RUN, state.view, 0.6, "epoch")
+    assert links.progress_url == f"{browser_feed.URL_PREFIX}/{browser_feed.scope()}/{RUN}.json"
     assert links.figures_url.endswith(f"{RUN}.s60-epoch.json")
     assert links.progress["text"] == "Epoch 1/3 · batch 0/10" and links.progress["active"]
     assert not hasattr(links, "figures"), "the charts are fetched by the tab, not carried by every rerun"
     assert read(feed, links.figures_url)["batch"]["layout"]["title"]["text"] == "Loss and accuracy per batch"
 
-    figures = feed.root / links.figures_url.split(f"{live_feed.URL_PREFIX}/", 1)[1]
+    figures = feed.root / links.figures_url.split(f"{browser_feed.URL_PREFIX}/", 1)[1]
     drawn = figures.stat().st_mtime_ns
     fed = read(feed, links.progress_url)["fed_at"]
     wait_for(lambda: read(feed, links.progress_url)["fed_at"] > fed, 5, "the progress file to be rewritten")
@@ -92,20 +92,20 @@ def test_progress_is_rewritten_every_period_and_charts_only_for_a_new_version(fe
 
 
 def test_an_ended_run_gets_its_final_state_then_the_thread_stops(feed, state):
-    links = feed.watch(RUN, state.view, 0.6, "epoch")
+    links = feed.serve(RUN, state.view, 0.6, "epoch")
     state.update(status="completed", message="Finished")
     wait_for(lambda: not read(feed, links.progress_url)["active"], 5, "the final state")
     assert read(feed, links.progress_url)["status"] == "completed"
-    wait_for(lambda: feed.watching() == [] and feed._thread is None, 5, "the feed to stop")
+    wait_for(lambda: feed.serving() == [] and feed._thread is None, 5, "the feed to stop")
 
 
-def drawn_then_throttled(feed, state, monkeypatch) -> tuple[live_feed.Links, int]:
+def drawn_then_throttled(feed, state, monkeypatch) -> tuple[browser_feed.Links, int]:
     """A watched run whose published curves are drawn; from then on the batch-curve throttle
     is an hour. Returns its links and the drawn version."""
-    links = feed.watch(RUN, state.view, 0.6, "epoch")
+    links = feed.serve(RUN, state.view, 0.6, "epoch")
     first = state.publish().version
     wait_for(lambda: read(feed, links.figures_url)["version"] == first, 5, "the first redraw")
-    monkeypatch.setattr(live_feed, "FIGURES_SECONDS", 3600.0)
+    monkeypatch.setattr(browser_feed, "FIGURES_SECONDS", 3600.0)
     return links, first
 
 
@@ -140,23 +140,23 @@ def test_a_finished_epoch_is_drawn_at_once_despite_the_throttle(feed, state, mon
 
 def test_the_epoch_charts_are_built_once_per_epoch_and_between_epochs_only_the_batch_curves(state, monkeypatch):
     built = []
-    epoch_curves = live_feed.charts.epoch_curves
-    monkeypatch.setattr(live_feed.charts, "epoch_curves",
+    epoch_curves = browser_feed.charts.epoch_curves
+    monkeypatch.setattr(browser_feed.charts, "epoch_curves",
                         lambda history, metric, x: built.append((metric, x)) or epoch_curves(history, metric, x=x))
-    monkeypatch.setattr(live_feed, "_EPOCH_CHARTS", type(live_feed._EPOCH_CHARTS)())
+    monkeypatch.setattr(browser_feed, "_EPOCH_CHARTS", type(browser_feed._EPOCH_CHARTS)())
 
     state.add_batch(0.1, 1.5, 0.3)
-    first = json.loads(live_feed.figures_json(state.publish(), 0.6, "epoch"))
+    first = json.loads(browser_feed.figures_json(state.publish(), 0.6, "epoch"))
     state.add_batch(0.2, 1.4, 0.35)
-    second = json.loads(live_feed.figures_json(state.publish(), 0.6, "epoch"))
+    second = json.loads(browser_feed.figures_json(state.publish(), 0.6, "epoch"))
     assert second["batch"] != first["batch"] and second["version"] > first["version"]
     assert (second["loss"], second["accuracy"]) == (first["loss"], first["accuracy"])
     assert built == [("loss", "epoch"), ("accuracy", "epoch")]
 
     state.add_epoch({"loss": 1.5, "accuracy": 0.3, "val_loss": 1.6, "val_accuracy": 0.28})
-    third = json.loads(live_feed.figures_json(state.publish(), 0.6, "epoch"))
+    third = json.loads(browser_feed.figures_json(state.publish(), 0.6, "epoch"))
     assert len(plotted(third["loss"]["data"][0]["x"])) == 1  # an epoch's end: drawn again
-    live_feed.figures_json(state.publish(), 0.0, "minutes")  # another setting: its own charts
+    browser_feed.figures_json(state.publish(), 0.0, "minutes")  # another setting: its own charts
     assert built[2:] == [("loss", "epoch"), ("accuracy", "epoch"), ("loss", "minutes"), ("accuracy", "minutes")]
 
 
@@ -164,51 +164,51 @@ def test_a_run_nobody_watches_any_more_stops_being_fed(tmp_path, state, monkeypa
     """Every browser session that showed the run has closed: the feed stops drawing for it (the
     run trains without that cost); a page that shows it again starts it again."""
     open_sessions = {"tab-1", "tab-2"}
-    monkeypatch.setattr(live_feed, "UNWATCHED_SECONDS", 0.2)
-    feed = live_feed.Feed(root=tmp_path / "feed", period=0.05, alive=open_sessions.__contains__)
+    monkeypatch.setattr(browser_feed, "UNWATCHED_SECONDS", 0.2)
+    feed = browser_feed.Feed(root=tmp_path / "feed", period=0.05, alive=open_sessions.__contains__)
     for tab in ("tab-1", "tab-2"):
-        monkeypatch.setattr(live_feed, "current_session", lambda tab=tab: tab)
-        links = feed.watch(RUN, state.view, 0.6, "epoch")
+        monkeypatch.setattr(browser_feed, "current_session", lambda tab=tab: tab)
+        links = feed.serve(RUN, state.view, 0.6, "epoch")
     open_sessions.discard("tab-1")
     # iterations that began once a run unwatched since the close would have been dropped
-    fed_since(feed, links.progress_url, time.time() + live_feed.UNWATCHED_SECONDS)
-    assert feed.watching() == [RUN], "one tab is still open"
+    fed_since(feed, links.progress_url, time.time() + browser_feed.UNWATCHED_SECONDS)
+    assert feed.serving() == [RUN], "one tab is still open"
     thread = feed._thread
     open_sessions.clear()
-    wait_for(lambda: feed.watching() == [] and feed._thread is None, 5, "the feed to stop")
+    wait_for(lambda: feed.serving() == [] and feed._thread is None, 5, "the feed to stop")
     thread.join(5)  # the thread that fed it has ended: nothing is left that could write its files
     assert not thread.is_alive(), "the feed's thread did not end"
     state.update(batch=7)
     assert "batch 7/10" not in read(feed, links.progress_url)["text"], "fed with nobody watching"
     open_sessions.add("tab-3")
-    monkeypatch.setattr(live_feed, "current_session", lambda: "tab-3")
-    feed.watch(RUN, state.view, 0.6, "epoch")
-    assert feed.watching() == [RUN]
+    monkeypatch.setattr(browser_feed, "current_session", lambda: "tab-3")
+    feed.serve(RUN, state.view, 0.6, "epoch")
+    assert feed.serving() == [RUN]
     state.update(batch=8)
     wait_for(lambda: "batch 8/10" in read(feed, links.progress_url)["text"], 5, "the feed to start again")
 
 
 def test_a_run_that_disappears_says_so(feed):
-    links = feed.watch(RUN, lambda: None, 0.6, "epoch")
+    links = feed.serve(RUN, lambda: None, 0.6, "epoch")
     assert links.progress["status"] == "gone" and not links.progress["active"]
-    wait_for(lambda: feed.watching() == [], 5, "the feed to drop it")
+    wait_for(lambda: feed.serving() == [], 5, "the feed to drop it")
 
 
 def test_each_chart_setting_has_its_file_and_their_number_is_bounded(feed, state):
-    for i in range(live_feed.MAX_VARIANTS + 3):
-        links = feed.watch(RUN, state.view, i / 100, "minutes")
+    for i in range(browser_feed.MAX_VARIANTS + 3):
+        links = feed.serve(RUN, state.view, i / 100, "minutes")
         assert links.figures_url.endswith(f".s{i:02d}-minutes.json")
     (watched,) = feed._watched.values()
-    assert len(watched.variants) == live_feed.MAX_VARIANTS
-    assert list(watched.variants)[-1] == f"s{live_feed.MAX_VARIANTS + 2:02d}-minutes"  # the newest kept
+    assert len(watched.variants) == browser_feed.MAX_VARIANTS
+    assert list(watched.variants)[-1] == f"s{browser_feed.MAX_VARIANTS + 2:02d}-minutes"  # the newest kept
 
 
 @pytest.mark.parametrize("run_id", ["../../etc", "a/b", ".hidden", ""])
 def test_a_run_id_cannot_name_a_path(feed, state, run_id):
     with pytest.raises(ValueError):
-        feed.watch(run_id, state.view, 0.6, "epoch")
+        feed.serve(run_id, state.view, 0.6, "epoch")
     with pytest.raises(ValueError):
-        live_feed.variant_key(0.6, "../x")
+        browser_feed.variant_key(0.6, "../x")
 
 
 def test_a_failed_jobs_message_reaches_the_public_files_without_its_paths(feed, artifacts):
@@ -219,8 +219,8 @@ def test_a_failed_jobs_message_reaches_the_public_files_without_its_paths(feed, 
     assert job.join(60)
     snap = job.snapshot()
     assert snap.status == "failed" and str(source) in snap.message  # the trainer names the folder ...
-    links = feed.watch(job.run_id, job.state.view, 0.6, "epoch")
-    files = sorted((feed.root / live_feed.scope()).glob(f"{job.run_id}*.json"))
+    links = feed.serve(job.run_id, job.state.view, 0.6, "epoch")
+    files = sorted((feed.root / browser_feed.scope()).glob(f"{job.run_id}*.json"))
     assert len(files) == 2, files  # the progress and the charts, as a tab fetches them
     doc = read(feed, links.progress_url)
     assert doc["status"] == "failed"
@@ -242,14 +242,14 @@ def test_a_failed_jobs_message_reaches_the_public_files_without_its_paths(feed, 
     ("see https://www.cs.toronto.edu/~kriz/cifar.html and/or train/airplane/", "see https://www.cs.toronto.edu/~kriz/cifar.html and/or train/airplane/"),
 ])
 def test_paths_are_scrubbed_from_what_the_feed_publishes(text, public):
-    assert live_feed.scrub_paths(text) == public
+    assert browser_feed.scrub_paths(text) == public
 
 
 def test_a_folder_it_cannot_write_costs_the_feed_not_the_page(tmp_path, state):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    feed = live_feed.Feed(root=blocker / "feed", period=0.05)
-    links = feed.watch(RUN, state.view, 0.6, "epoch")  # no exception: the browser falls back instead
+    feed = browser_feed.Feed(root=blocker / "feed", period=0.05)
+    links = feed.serve(RUN, state.view, 0.6, "epoch")  # no exception: the browser falls back instead
     assert links.progress["active"] and feed.failures >= 1
 
 
@@ -257,9 +257,9 @@ def test_files_no_server_has_written_for_an_hour_are_swept(feed, state):
     old = feed.root / "0123456789ab" / "20000101-000000-old.json"
     old.parent.mkdir(parents=True)
     old.write_text("{}")
-    stale = time.time() - live_feed.KEEP_SECONDS - 60
+    stale = time.time() - browser_feed.KEEP_SECONDS - 60
     os.utime(old, (stale, stale))
-    links = feed.watch(RUN, state.view, 0.6, "epoch")
+    links = feed.serve(RUN, state.view, 0.6, "epoch")
     wait_for(lambda: not old.exists(), 5, "the sweep")
     assert read(feed, links.progress_url)["run_id"] == RUN
 
@@ -291,7 +291,7 @@ def test_pages_draw_an_active_run_in_the_browser_or_refresh_themselves_where_it_
         panel = live_panel_data(home)
         assert panel is not None and panel["figures_url"] is None and not panel["report_epochs"]
         assert "Epoch 1/50" in panel["progress"]["text"] and not home.progress
-        assert live_feed.feed().watching() == [job.run_id]
+        assert browser_feed.feed().serving() == [job.run_id]
 
         at = train_page()
         assert live_panel_data(at)["figures_url"] is not None
@@ -318,15 +318,15 @@ def assert_refreshes_itself(at: AppTest) -> None:
 def test_plotly_js_is_the_plotly_packages_own_copy_and_an_unwritable_folder_means_no_panel(tmp_path, monkeypatch):
     import plotly
 
-    from cifar_ui import live_panel
+    from cifar_ui import progress_panel
 
-    monkeypatch.setattr(live_panel, "VENDOR_DIR", tmp_path / "vendor")
-    copied = live_panel.plotly_js()
+    monkeypatch.setattr(progress_panel, "VENDOR_DIR", tmp_path / "vendor")
+    copied = progress_panel.plotly_js()
     assert copied.read_bytes() == (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
-    assert live_panel.available()  # the project's config serves static/
+    assert progress_panel.available()  # the project's config serves static/
     assert list(copied.parent.iterdir()) == [copied]  # no temporary file left
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    monkeypatch.setattr(live_panel, "VENDOR_DIR", blocker / "vendor")
-    assert not live_panel.available()  # the Train page then refreshes itself instead
+    monkeypatch.setattr(progress_panel, "VENDOR_DIR", blocker / "vendor")
+    assert not progress_panel.available()  # the Train page then refreshes itself instead

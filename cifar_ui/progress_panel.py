@@ -1,6 +1,6 @@
 """The Train page's live panel: progress and the three curves, drawn in the browser from the
-files `cifar_ui/live_feed.py` keeps fresh, so that a tab watching a run costs the server a file
-read per second instead of a script run (see live_feed for why).
+files `cifar_ui/browser_feed.py` keeps fresh, so that a tab watching a run costs the server a file
+read per second instead of a script run (see browser_feed for why).
 
 The panel polls the run's progress file every second (not while its tab is hidden), fetches the
 charts only when their version changes and redraws with Plotly.js (the copy that ships with the
@@ -27,11 +27,11 @@ from streamlit import config
 
 from cifar_core.files import replace_atomically
 
-from . import live_feed
+from . import browser_feed
 
 POLL_MS = 1000
 STALE_SECONDS = 15  # no new feed for this long: the panel says the server stopped updating it
-VENDOR_DIR = live_feed.STATIC_DIR / "vendor"
+VENDOR_DIR = browser_feed.STATIC_DIR / "vendor"
 
 _HTML = """
 <div class="cl-panel">
@@ -284,7 +284,7 @@ export default function (component) {
 """
 
 # Not in a shadow root: Plotly.js styles its charts (modebar, hover layers) from the document head.
-_component = st.components.v2.component("cifar_lab.live_panel", html=_HTML, css=_CSS, js=_JS, isolate_styles=False)
+_component = st.components.v2.component("cifar_lab.progress_panel", html=_HTML, css=_CSS, js=_JS, isolate_styles=False)
 
 
 def plotly_js() -> Path:
@@ -330,7 +330,7 @@ def render(run_id: str, view, key: str, smoothing: Optional[float] = None, x_axi
     "ended" or "unavailable"), or None. `epoch_key`: the key of the `st.container` an epoch's
     rerun is for; the browser asks for it only while that container is on screen (else once it
     scrolls into view), so a tab scrolled elsewhere costs no rerun per epoch."""
-    links = live_feed.feed().watch(run_id, view, smoothing, x_axis)
+    links = browser_feed.feed().serve(run_id, view, smoothing, x_axis)
     vendor = plotly_js()
     data: dict[str, Any] = {
         "progress_url": _url(links.progress_url),
