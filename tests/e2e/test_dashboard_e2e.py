@@ -196,7 +196,7 @@ def finished_run(made_runs, tabs, server) -> str:
 
 # --- tests -------------------------------------------------------------------------------------
 
-def test_train_shows_live_progress_and_final_accuracy(page, server, made_runs):
+def test_train_shows_live_progress_and_final_accuracy(page, server):
     open_page(page, server.url, "/train", "Train")
     feed = []  # the live panel's polls of the files the server keeps fresh (app/static/live/...)
     page.on("response", lambda r: feed.append(r.status) if "/app/static/live/" in r.url else None)
@@ -228,7 +228,8 @@ def test_train_shows_live_progress_and_final_accuracy(page, server, made_runs):
     # closer together than that, so one count in between may be skipped, never all of them
     assert set(points) & {1, 2}, f"the epoch chart should gain points while the job runs; saw {points}"
     assert points == sorted(points), f"the epoch chart lost points while the job ran: {points}"
-    made_runs["completed"] = run_id
+    # not shared as the session's finished run: on 2,048 synthetic images it may make no mistake,
+    # and Browse's test needs some (finished_run trains QUICK's 256 images instead)
 
 
 def test_second_tab_sees_the_job_and_stops_it(tabs, server):
