@@ -209,6 +209,7 @@ def test_a_batch_the_two_devices_cannot_share_is_refused_before_a_run_folder(tmp
 # --- MirroredStrategy and multi-worker, in subprocesses -----------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.heavy  # two processes' worth of TensorFlow on 2 logical CPUs: CI runs it
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path, monkeypatch):
     """2 epochs on 2 logical CPU devices through the CLI's real job, against the same config on one
     device (Keras' fit), each in its own process as a user runs them. Tolerance: 1e-3 relative on

@@ -115,6 +115,7 @@ def batches_seen(at: AppTest) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # a CLI trainer in a second process: CI runs it
 def test_the_dashboard_watches_a_cli_run_live_and_stops_it(artifacts):
     env = {**os.environ, "CIFAR_ARTIFACTS_DIR": str(artifacts), "CIFAR10_DATA": "synthetic"}
     proc = subprocess.Popen([sys.executable, "-m", "cifar_core", "train", "--epochs", "200", "--data", "synthetic",
@@ -159,6 +160,7 @@ def test_the_dashboard_watches_a_cli_run_live_and_stops_it(artifacts):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # a CLI resume in a second process: CI runs it
 def test_the_train_page_watches_its_last_run_resumed_by_another_process_which_alone_trains_it(artifacts):
     from cifar_ui import running
 

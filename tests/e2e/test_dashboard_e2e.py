@@ -307,6 +307,7 @@ def feed_stands_still(url: str, live_file: Path, publishes: int = 3) -> bool:
     return feed_doc(url)["fed_at"] == before
 
 
+@pytest.mark.heavy  # waits out the feed's idle period twice: CI runs it
 def test_a_run_nobody_watches_stops_being_fed_until_a_tab_shows_it_again(tabs, server):
     first = tabs.open()
     polled = []
