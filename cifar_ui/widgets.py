@@ -132,3 +132,20 @@ def run_downloads(run: runs.Run) -> list[tuple[str, Path, str]]:
     if any(path.name == "model.keras" for _, path, _ in found):
         found = [f for f in found if f[1].name != "checkpoint.keras"]
     return found
+
+
+SOURCES = ("keras", "synthetic")  # offered by name; a path is typed into the same box
+
+
+def data_source_picker() -> str:
+    """The data source box Train and Data share (one session state key: choosing on one page
+    carries to the other): the named sources, the server's own, or a path typed in."""
+    from cifar_core import data
+
+    current = data.resolve_source()
+    sources = list(SOURCES) + ([current] if current not in SOURCES else [])
+    return st.selectbox("Data source", sources, index=sources.index(current), accept_new_options=True,
+                        key="cifar_data_source",
+                        help="keras: the official download; synthetic: a demo set that trains in seconds; "
+                             "or type a path to a local copy of CIFAR-10 (the official batches, their "
+                             "archive, or an image folder).")

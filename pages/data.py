@@ -14,7 +14,6 @@ from cifar_ui import access, cache, fmt, nav, widgets
 
 nav.require_entry(nav.DATA)
 
-SOURCES = ("keras", "synthetic")
 PREVIEW_IMAGES = 12  # one batch's first images, original above augmented
 PAIRS_SHOWN = 24
 GAP = 2  # pixels between the images of a strip
@@ -45,13 +44,15 @@ def stats_of(source: str) -> dict:
             "channels": summary.channel_stats(d.x_train) if len(d.x_train) else None}
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def duplicates_key(source: str) -> str:
+    """The near-duplicate cache's key for this source (hashing 180 MB of images: once, not every rerun)."""
+    d = data.get_dataset(source)
+    return duplicates.content_key(d.x_train, d.x_test)
+
+
 st.title("Data")
-current = data.resolve_source()
-sources = list(SOURCES) + ([current] if current not in SOURCES else [])
-source = st.selectbox("Data source", sources, index=sources.index(current), accept_new_options=True,
-                      key="cifar_data_source",
-                      help="keras: the official download; synthetic: the built-in demo set; or type a path "
-                           "to a local copy of CIFAR-10 (the official batches, their archive, or an image folder).")
+source = widgets.data_source_picker()
 st.caption(data.describe_source(source))
 try:
     dataset = data.get_dataset(source)
@@ -107,13 +108,15 @@ if len(dataset.x_train) == 0:
     st.info("This source has no training images.", icon=":material/info:")
 else:
     try:
-        if chosen.startswith("recipe:"):
+        if chosen.startswith("recipe:") and preset_config(chosen.split(":", 1)[1]).augment == "none":
+            model = None  # nothing to run (and no TensorFlow to load) for a recipe without augmentation
+        elif chosen.startswith("recipe:"):
             model = recipe_network(chosen.split(":", 1)[1], source)
         else:
             model = cache.model_for(next(r for r in model_runs if r.run_id == chosen.split(":", 1)[1]))
         from cifar_core.models.augment import augment_like_training, model_augmentation
 
-        layers = model_augmentation(model)
+        layers = model_augmentation(model) if model is not None else []
         batch = np.random.default_rng(seed).choice(len(dataset.x_train), PREVIEW_IMAGES, replace=False)
         original = dataset.x_train[np.sort(batch)]
         if not layers:
@@ -136,14 +139,15 @@ st.caption("For every test image, its nearest training image: both shrunk to 16x
 if len(dataset.x_train) == 0 or len(dataset.x_test) == 0:
     st.info("Both splits are needed.", icon=":material/info:")
     st.stop()
-found = duplicates.read_cached(dataset.x_train, dataset.x_test, cache_dir())
+key = duplicates_key(source)
+found = duplicates.read_cached(dataset.x_train, dataset.x_test, cache_dir(), key)
 if found is None:
     reason = access.locked_reason()
     if st.button("Find near-duplicates", icon=":material/search:", disabled=bool(reason), help=reason or
                  f"Compares all {len(dataset.x_test):,} x {len(dataset.x_train):,} pairs (about a minute for the "
                  "full set on a 2-core CPU); the result is kept for this data."):
         with st.spinner("Comparing every test image with every training image…"):
-            found = duplicates.cached_nearest_train(dataset.x_train, dataset.x_test, cache_dir())
+            found = duplicates.cached_nearest_train(dataset.x_train, dataset.x_test, cache_dir(), key)
     else:
         st.stop()
 threshold = st.slider("Threshold (distance)", 0.0, 0.2, duplicates.DEFAULT_THRESHOLD, 0.005, format="%.3f",

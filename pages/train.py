@@ -27,7 +27,6 @@ CURVES_SECONDS = live.PUBLISH_SECONDS  # the curves change only when the trainer
 EVOLUTION_SECONDS = 10.0  # the per-epoch confusion changes once an epoch: a slow refresh is enough
 NEW_RUN_POLL_SECONDS = 5.0  # while idle: how often to look for a run started elsewhere
 EVOLUTION_KEY = "cifar_train_evolution"  # its container: the live panel reruns the page for it only while it shows
-SOURCES = ("keras", "synthetic")
 
 st.title("Train")
 job = widgets.visible_job()
@@ -102,12 +101,7 @@ def new_run_form() -> None:
     budget.machine_panel(probe, busy)
     st.caption(f"{preset.description} Expected here: {planner.preset_expectation(preset_name, probe)}.")
     # The data comes before the budget: a plan's epochs depend on how many images an epoch has.
-    current_source = data.resolve_source()
-    sources = list(SOURCES) + ([current_source] if current_source not in SOURCES else [])
-    source = st.selectbox("Data source", sources, index=sources.index(current_source), accept_new_options=True,
-                          key="cifar_data_source",
-                          help="keras: the official download; synthetic: a demo set that trains in "
-                               "seconds; or type a path to a local copy of CIFAR-10.")
+    source = widgets.data_source_picker()
     st.caption("Quick run: use fewer images (leave empty for all).")
     c1, c2 = st.columns(2)
     train_subset = c1.number_input("Train images", min_value=1, value=None, step=1000, placeholder="all",

@@ -91,13 +91,15 @@ def content_key(x_train: np.ndarray, x_test: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _cache_path(x_train: np.ndarray, x_test: np.ndarray, cache_dir: Path) -> Path:
-    return Path(cache_dir) / CACHE_FOLDER / f"{content_key(x_train, x_test)}.npz"
+def _cache_path(x_train: np.ndarray, x_test: np.ndarray, cache_dir: Path, key: Optional[str]) -> Path:
+    return Path(cache_dir) / CACHE_FOLDER / f"{key or content_key(x_train, x_test)}.npz"
 
 
-def read_cached(x_train: np.ndarray, x_test: np.ndarray, cache_dir: Optional[Path]) -> Optional[NearestTrain]:
-    """The kept result for these images, or None (never computed, or unreadable)."""
-    path = None if cache_dir is None else _cache_path(x_train, x_test, cache_dir)
+def read_cached(x_train: np.ndarray, x_test: np.ndarray, cache_dir: Optional[Path],
+                key: Optional[str] = None) -> Optional[NearestTrain]:
+    """The kept result for these images, or None (never computed, or unreadable). `key`: their
+    `content_key` when the caller already has it (a page keeps it per source)."""
+    path = None if cache_dir is None else _cache_path(x_train, x_test, cache_dir, key)
     if path is None or not path.is_file():
         return None
     try:
@@ -108,13 +110,15 @@ def read_cached(x_train: np.ndarray, x_test: np.ndarray, cache_dir: Optional[Pat
     return found if len(found.index) == len(x_test) and (found.index < len(x_train)).all() else None
 
 
-def cached_nearest_train(x_train: np.ndarray, x_test: np.ndarray, cache_dir: Optional[Path]) -> NearestTrain:
+def cached_nearest_train(x_train: np.ndarray, x_test: np.ndarray, cache_dir: Optional[Path],
+                         key: Optional[str] = None) -> NearestTrain:
     """`nearest_train`, kept per data content in `cache_dir` (None: not kept). A cache file that
     cannot be read is recomputed; one that cannot be written only costs the time."""
-    found = read_cached(x_train, x_test, cache_dir)
+    key = key or content_key(x_train, x_test)
+    found = read_cached(x_train, x_test, cache_dir, key)
     if found is not None:
         return found
-    path = None if cache_dir is None else _cache_path(x_train, x_test, cache_dir)
+    path = None if cache_dir is None else _cache_path(x_train, x_test, cache_dir, key)
     found = nearest_train(x_train, x_test)
     if path is not None:
         try:

@@ -340,7 +340,6 @@ def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: s
       runs.RunError: the artifacts folder is not writable or nearly full.
       ValueError: a name or tag that `runs.clean_meta` refuses.
     """
-    global _current
     if dataset is None:
         config = config.replace(data=resolve_source(config.data))
         locate_source(config.data)  # a typo or an empty folder is refused before a run folder exists
@@ -348,18 +347,14 @@ def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: s
         _refuse_if_busy()
         run_dir = distributed.create_run(config, name=name, tags=tags)  # a worker's: a throwaway one
         claim = runs.claim_run(run_dir)  # a fresh folder: no other process holds it
-        try:
+
+        def make() -> TrainingJob:
             if plan is not None:
                 runs.write_json(run_dir / PLAN_FILE, plan)
-            job = TrainingJob(config, run_dir, dataset=dataset, callbacks=callbacks,
-                              budget_seconds=(plan or {}).get("budget_seconds"), claim=claim)
-            _current = job
-            if on_created:
-                on_created(job)
-        except BaseException:
-            claim.release()
-            raise
-        return job.start()
+            return TrainingJob(config, run_dir, dataset=dataset, callbacks=callbacks,
+                               budget_seconds=(plan or {}).get("budget_seconds"), claim=claim)
+
+        return _start_holding(claim, make, on_created)
 
 
 def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Optional[int] = None,
@@ -382,15 +377,24 @@ def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Option
             _current = TrainingJob(dataset=dataset, **distributed.worker_resume(run_id, epochs))
             return _current.start()
         claim = runs.claim_run(runs.run_path(run_id))  # held by the job; refused while another process trains it
-        try:
-            job = _prepare_resume(run_id, claim, dataset, epochs)
-            _current = job
-            if on_created:
-                on_created(job)
-        except BaseException:
-            claim.release()
-            raise
-        return job.start()
+        return _start_holding(claim, lambda: _prepare_resume(run_id, claim, dataset, epochs), on_created)
+
+
+def _start_holding(claim: runs.Claim, make: Callable[[], TrainingJob],
+                   on_created: Optional[Callable[[TrainingJob], None]]) -> TrainingJob:
+    """Make the job that holds `claim` (it releases it when its thread ends), make it this
+    process's current job and start it; a failure before the thread starts releases the claim.
+    Called under `_current_lock`."""
+    global _current
+    try:
+        job = make()
+        _current = job
+        if on_created:
+            on_created(job)
+    except BaseException:
+        claim.release()
+        raise
+    return job.start()
 
 
 def _prepare_resume(run_id: str, claim: runs.Claim, dataset: Optional[Dataset], epochs: Optional[int]) -> TrainingJob:
