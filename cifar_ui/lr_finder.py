@@ -6,7 +6,7 @@ from typing import Callable
 
 import streamlit as st
 
-from cifar_core import data, training
+from cifar_core import data, trainer_lock
 from cifar_core.charts.lr_finder import lr_finder_curve
 from cifar_core.config import TrainConfig
 from cifar_core.training import lr_finder
@@ -49,7 +49,7 @@ def find(make_config: Callable[[], TrainConfig], form_key: str, busy: bool) -> N
 
     try:
         result = lr_finder.find_learning_rate(config, on_step=progress)
-    except (training.JobBusyError, data.DataError, ValueError) as exc:
+    except (trainer_lock.JobBusyError, data.DataError, ValueError) as exc:
         st.error(str(exc), icon=":material/error:")
         return
     finally:

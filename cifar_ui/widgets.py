@@ -8,8 +8,8 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from cifar_core import runs, training
-from cifar_core.training import JobSnapshot, TrainingJob
+from cifar_core import runs
+from cifar_core.training import JobSnapshot
 
 from . import fmt, nav
 
@@ -61,16 +61,13 @@ def model_run_candidates(empty_message: str) -> tuple[list[runs.Run], list[runs.
     return all_runs, candidates
 
 
-def visible_job() -> Optional[TrainingJob]:
-    """This server's job, if its run belongs to the artifacts folder in use and still exists."""
-    job = training.current_job()
-    if job is None:
-        return None
-    try:
-        same_store = runs.run_path(job.run_id) == job.run_dir
-    except runs.RunError:
-        return None
-    return job if job.is_alive or (same_store and job.run_dir.is_dir()) else None
+def machine_busy() -> Optional[str]:
+    """Why Start would be refused now, in people's words: what holds the machine's trainer
+    (a job, the probe, the learning-rate finder, here or in another process); None when free."""
+    from cifar_core import trainer_lock
+
+    record = trainer_lock.holder()
+    return None if record is None else trainer_lock.busy_reason(record)
 
 
 def progress_text(snap: JobSnapshot) -> str:

@@ -45,8 +45,8 @@ with left:
         if [t.run_id for t in now if t.is_active()] != active:
             st.rerun(scope="app")  # one finished or one started elsewhere: refresh the runs table too
         if not now:
-            st.caption("No training job since the server started; past runs are listed below. "
-                       "Runs started from the command line show up here while they train.")
+            st.caption("No run yet. Runs started anywhere (this page, the command line, a sweep) show up "
+                       "here while they train.")
         for target in now:
             snap = target.view()
             if snap is None:
@@ -59,8 +59,8 @@ with left:
                     st.rerun(scope="app")
             else:
                 widgets.job_progress(snap)
-            if not target.owned:
-                st.caption(f"Trained by another process ({snap.owner or 'no report yet'}).")
+            if snap.is_active:
+                st.caption(f"Trained by {snap.owner or 'a job process (no report yet)'}.")
         st.page_link(nav.TRAIN.path, label="Open Train", icon=nav.TRAIN.icon)
 
     job_status()

@@ -1,13 +1,14 @@
 """Train: configure and start a run, watch it learn live, stop it, resume a stopped one.
 
-The job belongs to the server (`training.current_job()`), not to this tab: every tab and page
-shows the same job. While a run trains, the browser draws its progress and curves from files the
-server keeps fresh (cifar_ui/progress_panel.py): watching costs no script run per refresh."""
+Start launches a job process (cifar_core/jobs) and the page watches its run folder, as every tab and
+page does and as it watches runs started anywhere else. While a run trains, the browser draws its
+progress and curves from files the server keeps fresh (cifar_ui/progress_panel.py): watching costs
+no script run per refresh."""
 from typing import Optional
 
 import streamlit as st
 
-from cifar_core import charts, data, runs, training
+from cifar_core import charts, data, jobs, runs, training
 from cifar_core.insight import evaluation
 from cifar_core.training import publisher as live
 from cifar_core.recipes import presets
@@ -29,9 +30,8 @@ NEW_RUN_POLL_SECONDS = 5.0  # while idle: how often to look for a run started el
 EVOLUTION_KEY = "cifar_train_evolution"  # its container: the live panel reruns the page for it only while it shows
 
 st.title("Train")
-job = widgets.visible_job()
-snap = job.state.view() if job else None
-busy = job is not None and (job.is_alive or snap.is_active)
+busy_reason = widgets.machine_busy()  # what holds the machine's trainer now, if anything
+busy = busy_reason is not None
 
 form_col, job_col = st.columns([1, 2], gap="large")
 
@@ -148,8 +148,7 @@ def new_run_form() -> None:
                                                                      "another when its trainer is free (Sweeps page).")
     network.recipe_section(network.recipe_config(base, recipe))  # cifar_ui/network.py: built only when opened
     if busy:
-        st.info(f"Start is disabled while run `{snap.run_id}` is training: stop it or wait for it to finish.",
-                icon=":material/hourglass_top:")
+        st.info(f"Start is disabled: {busy_reason}.", icon=":material/hourglass_top:")
 
     def form_config() -> TrainConfig:
         return presets.preset_config(
@@ -159,7 +158,7 @@ def new_run_form() -> None:
     if find and allowed and plan is None:
         lr_finder.find(form_config, form_key, busy)
     lr_finder.show(form_key, f"{form_key}-learning-rate", planned=plan is not None)
-    if (start or queue) and allowed:  # a stale tab can still submit while busy: start_job then says why it refuses
+    if (start or queue) and allowed:  # a stale tab can still submit while busy: jobs.start then says why it refuses
         try:
             config = form_config()
             if plan is not None:  # the plan decides its fields; the form the rest
@@ -171,10 +170,11 @@ def new_run_form() -> None:
                 st.success(f"Queued as #{number}: it trains when the trainer is free (Sweeps page shows the queue).",
                            icon=":material/queue:")
             else:
-                training.start_job(config, name=run_name, tags=run_tags, plan=plan.to_dict() if plan else None)
+                job = jobs.start(config, name=run_name, tags=run_tags, plan=plan.to_dict() if plan else None)
+                st.session_state["cifar_watched_elsewhere"] = job.run_id  # this tab follows it to its end
         except ValueError as exc:
             st.error(f"Check the form: {exc}", icon=":material/error:")
-        except (training.JobBusyError, runs.RunError, data.DataError, SweepError) as exc:
+        except (jobs.JobBusyError, runs.RunError, data.DataError, SweepError) as exc:
             st.error(str(exc), icon=":material/error:")
         else:
             if not queue:
@@ -195,8 +195,9 @@ def resume_section() -> None:
             if st.button("Resume", icon=":material/play_arrow:", disabled=busy or not allowed,
                          help=access.locked_reason() or None) and allowed:
                 try:
-                    training.resume_job(run.run_id, epochs=int(total))
-                except (training.JobBusyError, runs.RunError, data.DataError) as exc:
+                    jobs.resume(run.run_id, epochs=int(total))
+                    st.session_state["cifar_watched_elsewhere"] = run.run_id
+                except (jobs.JobBusyError, runs.RunError, data.DataError) as exc:
                     st.error(str(exc), icon=":material/error:")
                 else:
                     st.rerun()
@@ -245,9 +246,8 @@ def stop_if_allowed(target: running.Target) -> None:
 
 
 def stop_controls(target: running.Target, snap: training.JobSnapshot) -> None:
-    if not target.owned:
-        st.caption(f"Trained by another process ({snap.owner or 'no report yet'}); this page reads its "
-                   f"run folder, and Stop asks it to stop through that folder.")
+    st.caption(f"Trained by {snap.owner or 'a job process (no report yet)'}; this page reads its run folder, "
+               f"and Stop asks it to stop through that folder.")
     if not access.read_only():
         st.button("Stop", icon=":material/stop:", on_click=stop_if_allowed, args=(target,),
                   key=f"cifar_stop_{target.run_id}",
@@ -276,7 +276,7 @@ def look(target: running.Target, active: bool) -> Optional[training.JobSnapshot]
         st.warning(f"Run `{target.run_id}` is gone (deleted, or the artifacts folder changed).",
                    icon=":material/warning:")
         return None
-    if active and not (snap.is_active or (target.job is not None and target.job.is_alive)):
+    if active and not snap.is_active:
         st.rerun(scope="app")
     return snap
 
@@ -330,8 +330,6 @@ def server_panel(target: running.Target, active: bool) -> None:
         if snap.is_active:
             stop_controls(target, snap)
         else:
-            if not target.owned:
-                st.caption(f"Trained by another process ({snap.owner or 'no report yet'}).")
             show_result(snap)
 
     @st.fragment(run_every=CURVES_SECONDS if active else None)
@@ -382,10 +380,10 @@ with job_col:
     chosen = running.default_target(found)
     if len(found) > 1:
         ids = [t.run_id for t in found]
-        labels = {t.run_id: f"{t.run_id} · {'this server' if t.owned else 'another process'}" for t in found}
+        labels = {t.run_id: f"{t.run_id} · {'training' if t.is_active() else 'ended'}" for t in found}
         picked = st.selectbox("Watching", ids, index=ids.index(chosen.run_id), format_func=labels.get,
                               key="cifar_watch_run", help="Runs training now under the artifacts folder, "
-                                                          "started here or by another process.")
+                                                          "started here or anywhere else.")
         chosen = found[ids.index(picked)]
     if chosen is None:
         st.info("No training job to show. Fill in the form and press **Start training**; "
@@ -393,8 +391,7 @@ with job_col:
                 "from the command line (`python -m cifar_core train`) shows up here too.",
                 icon=":material/lightbulb:")
     else:
-        if not chosen.owned:  # keep showing it here once it ends, with its result
-            st.session_state["cifar_watched_elsewhere"] = chosen.run_id
+        st.session_state["cifar_watched_elsewhere"] = chosen.run_id  # keep showing it here once it ends
         run_panel(chosen, active=chosen.is_active())
     if not any(t.is_active() for t in found):
         watch_for_new_runs(0)

@@ -1,7 +1,7 @@
 """The headless CLI: `python -m cifar_core train | resume | evaluate | predict | export | runs | lr-find`.
 
-It drives the same job, run folders and evaluation as the dashboard, and prints progress by
-polling the job's state, as the dashboard draws it.
+`train` and `resume` make this process the job's own (cifar_core/jobs.run_here), under the machine's
+trainer lock, and print its progress; Ctrl-C or SIGTERM saves the run and marks it stopped.
 
 May import: everything above it (it is the top: nothing in cifar_core imports it but `__main__`).
 """
@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from cifar_core.training import distributed
-from cifar_core import export, runs, training
+from cifar_core import export, jobs, runs, training
 from cifar_core.config import ARCHITECTURES, PRECISIONS, TTA_LEVELS, TrainConfig
 from cifar_core.recipes.presets import DEFAULT_PRESET, PRESETS, preset_config
 from cifar_core.data import DataError, describe_source, locate_source
@@ -89,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=int, default=None, help="new total number of epochs")
     for command in (t, r):
         command.add_argument("--devices", default=None, help=DEVICES_HELP)
+        command.add_argument("--wait", action="store_true",
+                             help="wait for the machine's trainer when another job, the probe or the learning-rate "
+                                  "finder holds it (default: refuse, saying which)")
     e = sub.add_parser("evaluate", help="test loss and accuracy of a run, and its first four test images")
     e.add_argument("run_id", nargs="?", help="default: the newest run with a model")
     e.add_argument("--tta", choices=TTA_LEVELS, default=None,
@@ -180,53 +182,78 @@ def _train(args: argparse.Namespace, out: TextIO) -> int:
     plan = planning_cli.plan_run(budget, args, config, out) if budget else None
     config = plan.config if plan else config
     cluster.check(config)
-    return _follow(training.start_job(config, name=args.name, tags=args.tags,
-                                      plan=plan.to_dict() if plan else None), out)
+    return _follow(lambda: training.new_job(config, name=args.name, tags=args.tags,
+                                            plan=plan.to_dict() if plan else None),
+                   "training a run (command line)", args, out)
 
 
 def _resume(args: argparse.Namespace, out: TextIO) -> int:
-    _setup_devices(args, out)
+    cluster = _setup_devices(args, out)
+    run = runs.load_run(args.run_id)
+    if run.config is not None:  # a batch the devices cannot share is refused before TensorFlow
+        cluster.check(run.config if args.epochs is None else run.config.replace(epochs=args.epochs))
     _load_tensorflow(args)
-    return _follow(training.resume_job(args.run_id, epochs=args.epochs), out)
+    return _follow(lambda: training.resume_job(args.run_id, epochs=args.epochs),
+                   f"resuming run {args.run_id} (command line)", args, out)
 
 
-def _follow(job: training.TrainingJob, out: TextIO) -> int:
-    """Print progress until the job ends; Ctrl-C stops it gracefully (the run is kept)."""
+def _follow(make, what: str, args: argparse.Namespace, out: TextIO) -> int:
+    """Train the job `make` builds in this process, printing its progress from a second thread;
+    Ctrl-C or SIGTERM saves and stops it (the run is kept), a second one abandons the save."""
+    import threading
+
+    printer = threading.Thread(target=lambda: None)
+
+    def on_start(job: training.TrainingJob) -> None:
+        nonlocal printer
+        printer = threading.Thread(target=_print_progress, args=(job, out), name="progress", daemon=True)
+        printer.start()
+
+    job = jobs.run_here(make, what=what, wait=args.wait, on_start=on_start)
+    printer.join()
+    return _report(job, out)
+
+
+def _print_progress(job: training.TrainingJob, out: TextIO) -> None:
+    """Print progress until the job ends."""
     chief, task = job.cluster.is_chief, job.cluster.task
     print(f"run {job.run_id}: {job.run_dir}" if chief else f"{task}: training with the chief, which saves the run",
-          file=out)
+          file=out, flush=True)
     tty = out.isatty()
-    last_line, epochs_printed = "", job.snapshot().initial_epoch
-    try:
-        while job.is_alive:
-            snap = job.snapshot()
-            hist = snap.history
-            while epochs_printed < len(hist.get("loss", [])):
-                i = epochs_printed
-                line = (f"epoch {i + 1}/{snap.epochs}: loss {hist['loss'][i]:.4f} acc {hist['accuracy'][i]:.4f}"
-                        + (f" val_loss {hist['val_loss'][i]:.4f} val_acc {hist['val_accuracy'][i]:.4f}"
-                           if "val_accuracy" in hist and i < len(hist["val_accuracy"]) else "")
-                        + (f" train {hist['train_seconds'][i]:.0f} s" if i < len(hist.get("train_seconds", [])) else "")
-                        + (f" ({snap.images_per_second:.0f} img/s)" if snap.images_per_second else ""))
-                print(("\r" if tty else "") + line.ljust(len(last_line)), file=out)
-                epochs_printed += 1
-                last_line = ""
-            line = _progress_line(snap)
-            if tty:
-                print("\r" + line.ljust(len(last_line)), end="", file=out, flush=True)
-            elif line != last_line and snap.batch and snap.batch % max(1, snap.batches_per_epoch // 10) == 0:
-                print(line, file=out, flush=True)  # a log file gets ~10 lines per epoch, not hundreds
-            last_line = line
-            # Not job.join(0.5): a Ctrl-C landing inside Thread.join marks a running thread as ended
-            # (CPython 3.11, the bpo-45274 fix), and the join below would then return before the save.
-            time.sleep(0.25)
-    except KeyboardInterrupt:
-        print("\nstopping: saving what was learned (Ctrl-C again to abandon)", file=out, flush=True)
-        job.stop()
-        job.join()
-    snap = job.snapshot()
+    last_line, epochs_printed, said_stop = "", job.snapshot().initial_epoch, False
+    while True:
+        ended = job.wait(0.25)
+        snap = job.snapshot()
+        if snap.status == "stopping" and not said_stop:
+            print("\nstopping: saving what was learned (Ctrl-C again to abandon)", file=out, flush=True)
+            said_stop = True
+        hist = snap.history
+        while epochs_printed < len(hist.get("loss", [])):
+            i = epochs_printed
+            line = (f"epoch {i + 1}/{snap.epochs}: loss {hist['loss'][i]:.4f} acc {hist['accuracy'][i]:.4f}"
+                    + (f" val_loss {hist['val_loss'][i]:.4f} val_acc {hist['val_accuracy'][i]:.4f}"
+                       if "val_accuracy" in hist and i < len(hist["val_accuracy"]) else "")
+                    + (f" train {hist['train_seconds'][i]:.0f} s" if i < len(hist.get("train_seconds", [])) else "")
+                    + (f" ({snap.images_per_second:.0f} img/s)" if snap.images_per_second else ""))
+            print(("\r" if tty else "") + line.ljust(len(last_line)), file=out)
+            epochs_printed += 1
+            last_line = ""
+        line = _progress_line(snap)
+        if tty:
+            print("\r" + line.ljust(len(last_line)), end="", file=out, flush=True)
+        elif line != last_line and snap.batch and snap.batch % max(1, snap.batches_per_epoch // 10) == 0:
+            print(line, file=out, flush=True)  # a log file gets ~10 lines per epoch, not hundreds
+        last_line = line
+        if ended:
+            break
     if tty:
         print(file=out)
+
+
+def _report(job: training.TrainingJob, out: TextIO) -> int:
+    """The ended job's result, one line (or a failure, raised)."""
+    chief, task = job.cluster.is_chief, job.cluster.task
+    snap = job.snapshot()
     if snap.status == "failed":
         raise _Failure(f"training failed: {snap.error}" + (f" (history so far kept in {job.run_dir})" if chief else ""))
     if not chief:

@@ -17,6 +17,7 @@ import numpy as np
 
 from cifar_core.runs import store
 from cifar_core.config import TrainConfig
+from cifar_core import trainer_lock
 from cifar_core.paths import artifacts_dir
 from cifar_core.planning import machine
 
@@ -169,8 +170,18 @@ def run_probe(*, on_progress: Optional[Callable[[int, int, str], None]] = None,
       only: the candidates to time (default: `candidates()`).
       timer: measures one candidate (tests give a tiny one).
     Raises:
-      ProbeError: the measurement failed; nothing is cached then.
+      ProbeError: the measurement failed, or the machine's trainer is held (a job or the finder:
+        speeds measured beside them would size every later plan wrong); nothing is cached then.
     """
+    try:
+        lock = trainer_lock.take("the probe (measuring this machine)")
+    except trainer_lock.JobBusyError as exc:
+        raise ProbeError(f"not measured: {exc}") from None
+    with lock:
+        return _measure(on_progress, only, timer)
+
+
+def _measure(on_progress, only, timer) -> Probe:
     described = machine.describe()
     todo = only if only is not None else candidates(described)
     try:  # a folder that cannot hold the result is refused before half a minute of measuring

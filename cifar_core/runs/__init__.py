@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cifar_core.runs import heartbeat
-from cifar_core.runs.claim import Claim, claim_run  # noqa: F401 (re-exported)
+from cifar_core.runs.claim import Claim, adopt_claim, claim_held, claim_run  # noqa: F401 (re-exported)
 from cifar_core.config import TrainConfig
 from cifar_core.runs.meta import (  # noqa: F401 (re-exported)
     MAX_NAME, MAX_NOTES, META_FILE, clean_meta, read_meta, write_meta,
@@ -28,16 +28,13 @@ from cifar_core.paths import runs_dir
 from cifar_core.runs.store import (
     PLAN_FILE, HISTORY_KEYS, DiskFullError, RunError, disk_full_reason, forget_unsaved_status,
     keep_unsaved_status, model_stamp, process_identity, read_json, read_status, release_space,
-    reserve_space, save_model, trainer_alive, update_status, write_history, write_json,
+    reserve_space, save_model, update_status, write_history, write_json,
     write_metrics, write_text,
 )
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ACTIVE = ("running", "stopping")  # statuses of a run whose trainer is alive
 MIN_FREE_BYTES = 200 * 1024 * 1024  # a run writes ~35 MB per checkpoint; refuse below this
-
-# Run ids trained by this process right now; the training module keeps it current.
-LIVE_RUN_IDS: set[str] = set()
 
 
 @dataclasses.dataclass
@@ -209,9 +206,10 @@ def create_run(config: TrainConfig, run_id: Optional[str] = None, name: str = ""
     return path
 
 
-def load_run(run_id: str) -> Run:
+def load_run(run_id: str, *, holding_claim: bool = False) -> Run:
     """Read a run folder. An unreadable part marks the run broken with the reason; a missing
-    folder or a bad id raises RunError."""
+    folder or a bad id raises RunError. `holding_claim`: this process holds the run's claim (a
+    resume about to take it over), so a "running" status there was left by a trainer now gone."""
     path = run_path(run_id)
     if not path.is_dir():
         raise RunError(f"no run {run_id!r} in {runs_dir()}")
@@ -228,11 +226,12 @@ def load_run(run_id: str) -> Run:
         run.prior_seconds = _number(status.get("prior_seconds")) or 0.0
         run.error = status.get("error") if isinstance(status.get("error"), str) else None
         run.distribution = status.get("distribution") if isinstance(status.get("distribution"), dict) else None
-        if run.status in ACTIVE and run_id not in LIVE_RUN_IDS:
-            here = status.get("host") == socket.gethostname()
-            mine = here and status.get("pid") == os.getpid()
-            # A trainer on another host (a cluster's chief on shared storage) lives while it publishes.
-            if mine or not (trainer_alive(status) if here else heartbeat.fresh(path)):
+        if run.status in ACTIVE:
+            # Who is alive has one answer: on this machine, the run's claim (the flock its training
+            # process holds); a trainer on another host (a cluster's chief on shared storage) lives
+            # while it publishes live.json.
+            here = status.get("host") in (None, socket.gethostname())
+            if holding_claim or not (claim_held(path) if here else heartbeat.fresh(path)):
                 run.status = "interrupted"  # its trainer is gone: killed, crashed or restarted
     except RunError as exc:
         problems.append(str(exc))
@@ -314,7 +313,7 @@ def list_runs() -> list[Run]:
 def delete_run(run_id: str) -> None:
     """Remove a run folder; refuses a run that is training right now."""
     run = load_run(run_id)
-    if run.is_active or run_id in LIVE_RUN_IDS:
+    if run.is_active:
         raise RunError(f"run {run_id} is still training; stop it before deleting")
     with claim_run(run.path):  # a resume preparing in another process holds it (its status is not yet running)
         shutil.rmtree(run.path)

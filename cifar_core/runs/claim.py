@@ -1,5 +1,9 @@
 """Which process trains a run folder: an OS lock (flock) on a file inside it, held open by the
-training process for the life of its job and let go by the OS however that process ends."""
+training process for the life of its job and let go by the OS however that process ends.
+
+This is the one answer on this machine to "is the run's trainer alive?" (`claim_held`): a launcher
+claims the fresh folder and passes the descriptor to the job process it starts, so the claim is held
+from the folder's first moment to the job's last."""
 from __future__ import annotations
 
 import fcntl
@@ -8,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from cifar_core.runs.store import RunError
+from cifar_core.trainer_lock import held
 
 CLAIM_FILE = ".trainer.lock"  # kept in the folder: removing it would let two processes lock two files
 
@@ -17,6 +22,12 @@ class Claim:
 
     def __init__(self, fd: int):
         self._fd: Optional[int] = fd
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise ValueError("the claim was released")
+        return self._fd
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -52,3 +63,13 @@ def claim_run(run_dir: Path) -> Claim:
         os.close(fd)
         raise RunError(f"cannot lock run {run_dir.name} ({exc.strerror or exc})") from exc
     return Claim(fd)
+
+
+def adopt_claim(fd: int) -> Claim:
+    """The claim a launcher passed to this process as descriptor `fd` (already held)."""
+    return Claim(fd)
+
+
+def claim_held(run_dir: Path) -> bool:
+    """Whether a process on this machine holds the run folder's claim (looked at, not taken)."""
+    return held(Path(run_dir) / CLAIM_FILE)

@@ -171,9 +171,9 @@ _unsaved_lock = threading.Lock()
 
 
 def process_identity() -> dict[str, Any]:
-    """Who trains a run, for status.json: pid and host, and where /proc tells them, the process's
-    start (clock ticks since boot) and the boot's id, so that a pid reused by another process, or a
-    reboot, is not mistaken for the trainer still running."""
+    """Who trains a run, for status.json and people ("host, pid N"): pid and host, and where /proc
+    tells them, the process's start (clock ticks since boot) and the boot's id. Whether that trainer
+    is still alive is the run claim's question (runs/claim.py), not this record's."""
     stat = _proc_stat(os.getpid())
     return {"pid": os.getpid(), "host": socket.gethostname(), "pid_start_ticks": stat[1] if stat else None,
             "boot_id": _boot_id()}
@@ -195,41 +195,6 @@ def _boot_id() -> Optional[str]:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
     except OSError:
         return None
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, OSError):
-        return False
-    return True
-
-
-def trainer_alive(status: dict[str, Any]) -> bool:
-    """The process status.json names still runs and is the one that wrote it: its start time and
-    the boot match what was recorded (older runs recorded neither: the pid alone decides, as it
-    does where there is no /proc)."""
-    pid = status.get("pid")
-    if not _pid_alive(pid):
-        return False
-    recorded_boot, recorded_start = status.get("boot_id"), status.get("pid_start_ticks")
-    if isinstance(recorded_boot, str) and _boot_id() not in (None, recorded_boot):
-        return False  # rebooted since: every pid of that boot is gone
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True
-    state, started = stat
-    if state in ("Z", "X"):
-        return False  # exited, not yet reaped by its parent
-    if isinstance(recorded_start, int) and not isinstance(recorded_start, bool) and started != recorded_start:
-        return False  # the pid now belongs to another process
-    return True
 
 
 def keep_unsaved_status(run_dir: Path, fields: dict[str, Any]) -> None:

@@ -1,12 +1,14 @@
-"""The dashboard server's runner: one background thread per process that trains the queue's runs
-one after another, then the trials of sweeps started on this server, one at a time, whenever this
-process's trainer is free (a run started by hand goes first; the runner waits for it)."""
+"""The dashboard server's runner: one background thread per process that has the queue's runs
+trained one after another, then the trials of sweeps started on this server, one at a time, each in
+a job process of its own, whenever the machine's trainer is free (a run started by hand goes
+first; the runner waits for the trainer lock). It never trains in the server's process, and no
+exception ends it: a sweep it cannot read is left with one line in its log, a storage it cannot
+reach is retried."""
 from __future__ import annotations
 
 import threading
 from typing import Optional
 
-from cifar_core import training
 from cifar_core.sweeps import studies, worker
 from cifar_core.sweeps.storage import SweepError
 
@@ -57,21 +59,31 @@ class Runner:
     def _note(self, line: str) -> None:
         self.log = (self.log + [line])[-50:]
 
+    def _one(self, name: str) -> Optional[int]:
+        """One trial of `name` if it has one: 1; 0 when it had none or failed to run; None when the
+        sweep is over for this server (done, stopped, or it cannot be read)."""
+        try:
+            did = worker.run_worker(name, stop=self._stop, max_trials=1, log=self._note)
+            self.last_error = None
+            return did or (0 if name == studies.QUEUE else None)
+        except SweepError as exc:  # an unreadable sweep (another version) or an unreachable storage
+            self.last_error = str(exc)
+            self._note(f"{name}: {exc}")
+            return 0 if name == studies.QUEUE else None
+        except Exception as exc:  # noqa: BLE001 - the runner outlives any one trial's trouble
+            self.last_error = f"{name}: {type(exc).__name__}: {exc}"
+            self._note(self.last_error)
+            return 0
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                busy = training.current_job() is not None and training.current_job().is_alive
-                did = 0 if busy else worker.run_worker(studies.QUEUE, stop=self._stop, max_trials=1, log=self._note)
-                for name in list(self.sweeps):
-                    if did or self._stop.is_set():
-                        break
-                    did = worker.run_worker(name, stop=self._stop, max_trials=1, log=self._note)
-                    if not did:  # done, stopped or over its time: nothing more to do here
-                        self.leave(name)
-                self.last_error = None
-            except (SweepError, OSError) as exc:  # the storage went away: say so, and try again later
-                self.last_error = str(exc)
-                did = 0
+            did = self._one(studies.QUEUE)
+            for name in list(self.sweeps):
+                if did or self._stop.is_set():
+                    break
+                did = self._one(name)
+                if did is None:  # done, stopped, over its time or unreadable: nothing more to do here
+                    self.leave(name)
             if not did:
                 self._stop.wait(POLL_SECONDS)
 

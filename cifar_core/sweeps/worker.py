@@ -1,187 +1,256 @@
 """A sweep worker: takes the sweep's trials one after another and trains each as an ordinary run
-(named "<sweep> #<trial>", tagged "sweep:<sweep>"), reporting each epoch's validation accuracy to
-Optuna's pruner. Several workers, in any processes or machines sharing the storage, split a sweep.
+(named "<sweep> #<trial>", tagged "sweep:<sweep>") in a job process of its own (cifar_core/jobs),
+reporting each epoch's validation accuracy to Optuna's pruner. Several workers, in any processes or
+machines sharing the storage, split a sweep.
 
-A trial whose worker died (killed, crashed, its machine gone) is failed and enqueued again with the
-same parameters, so another worker retries it: on this machine the worker's process identity tells
-(pid, start time, boot id), elsewhere its heartbeat going stale does.
+The worker holds nothing but the trial: it waits for the machine's trainer lock before it asks
+Optuna for a trial (so a Start click between a check and a start cannot fail a queued run), and the
+lock passes to the trial's job process. While the job trains, Optuna's own heartbeat thread beats
+for the trial (sweeps/storage.py); a worker that dies stops beating, and the next worker's
+`optimize` fails its trial and enqueues it again (RetryHeartbeatStaleTrialCallback). Its job
+process, bound to it, saves and stops when it dies, so no trial trains twice.
+
+Interrupted (`abort`: Ctrl-C or SIGTERM on `sweep run` / `queue run`), the worker has its trial's
+job save and stop, fails the trial with that reason and returns it to the study to be retried.
 """
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-from cifar_core import runs, training
-from cifar_core.runs import store
+from cifar_core import jobs, runs, trainer_lock
 from cifar_core.config import TrainConfig
 from cifar_core.data import DataError
 from cifar_core.sweeps import studies
-from cifar_core.sweeps.storage import describe
+from cifar_core.sweeps.storage import MAX_RETRY, describe
 
-HEARTBEAT_SECONDS = 20.0  # a running trial's worker stamps it this often
-STALE_SECONDS = 90.0  # a trial on another machine whose stamp is this old has lost its worker
-IDLE_SECONDS = 2.0  # a queue worker with nothing to do looks again this often
-
-
-def trial_config(sweep: studies.Sweep, trial) -> tuple[TrainConfig, str, list[str]]:
-    """The run a trial trains: the queue's stored config, or the sweep's base with the trial's values."""
-    if sweep.kind == "queue":
-        attrs = trial.user_attrs
-        return (TrainConfig.from_dict(attrs["config"]), attrs.get("name") or f"queue #{trial.number}",
-                list(attrs.get("tags") or []) + ["queue"])
-    values = {d.field: d.suggest(trial) for d in sweep.space}
-    return sweep.base.replace(**values), f"{sweep.name} #{trial.number}", [f"sweep:{sweep.name}"]
-
-
-def pruning_callback(trial, stop_job: Callable[[], None], pruned: dict[str, Any]):
-    """Reports each epoch's validation accuracy to the trial; stops the run when the pruner says so."""
-    import keras
-
-    class Pruning(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get("val_accuracy")
-            if value is None:
-                return
-            trial.report(float(value), epoch + 1)
-            if trial.should_prune():
-                pruned["epoch"] = epoch + 1
-                stop_job()
-
-    return Pruning()
-
-
-def _alive(worker: dict[str, Any], stamp: Optional[float]) -> bool:
-    import socket
-
-    if worker.get("host") == socket.gethostname():
-        return store.trainer_alive(worker)
-    return stamp is not None and time.time() - stamp < STALE_SECONDS
-
-
-def recover_stale(study) -> list[int]:
-    """Fail every running trial whose worker is gone and enqueue it again; returns their numbers.
-    Two workers recovering the same trial at once: only the one whose fail lands re-enqueues it."""
-    from optuna.trial import TrialState
-
-    recovered = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker")
-        if not isinstance(worker, dict) or _alive(worker, t.user_attrs.get("heartbeat")):
-            continue
-        try:
-            study.tell(t.number, state=TrialState.FAIL)
-        except Exception:  # noqa: BLE001 - another worker failed it first (or it just finished)
-            continue
-        params = dict(t.params)
-        attrs = {k: v for k, v in t.user_attrs.items() if k in ("config", "name", "tags", "added_at", "plan")}
-        study.enqueue_trial(params, user_attrs={**attrs, "retry_of": t.number})
-        recovered.append(t.number)
-    return recovered
-
-
-def _counted(study) -> tuple[int, int]:
-    """Trials that count toward the sweep's limit, and those waiting to start."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    waiting = sum(t.state == TrialState.WAITING for t in trials)
-    lost = sum(t.state == TrialState.FAIL and any(u.user_attrs.get("retry_of") == t.number for u in trials)
-               for t in trials)
-    empty = sum(t.state == TrialState.FAIL and bool(t.user_attrs.get("empty")) for t in trials)
-    return len(trials) - lost - empty, waiting
-
-
-def run_worker(name: str, storage_url: Optional[str] = None, *, stop: Optional[threading.Event] = None,
-               until_empty: bool = True, max_trials: Optional[int] = None,
-               log: Callable[[str], None] = lambda line: None) -> int:
-    """Train the sweep's trials until it is done, stopped or `stop` is set; returns trials run.
-
-    A queue worker with `until_empty=False` waits for new runs instead of returning; `max_trials`
-    returns after that many (the dashboard's runner takes one trial at a time from each source).
-    """
-    stop = stop or threading.Event()
-    done = 0
-    while not stop.is_set() and (max_trials is None or done < max_trials):
-        sweep, study = studies.load(name, storage_url)
-        for number in recover_stale(study):
-            log(f"trial {number}: its worker is gone; enqueued again")
-        if sweep.stopped:
-            log(f"sweep {name} is stopped")
-            break
-        counted, waiting = _counted(study)
-        if sweep.kind == "sweep" and not waiting:
-            if sweep.trials is not None and counted >= sweep.trials:
-                break
-            if sweep.minutes is not None and time.time() > sweep.created_at + 60 * sweep.minutes:
-                log(f"sweep {name}: its {sweep.minutes:g} minutes are over")
-                break
-        busy = training.current_job() is not None and training.current_job().is_alive
-        if busy or (sweep.kind == "queue" and not waiting):
-            if until_empty and not busy:
-                break
-            stop.wait(IDLE_SECONDS)
-            continue
-        done += 1
-        # Optuna's own loop, one trial at a time: it takes an enqueued trial first, and lets samplers
-        # such as the grid end the study the way they expect
-        study.optimize(lambda trial: _train_trial(sweep, trial, storage_url, log), n_trials=1,
-                       catch=(TrialFailed,), gc_after_trial=False)
-    return done
+POLL_SECONDS = 2.0  # how often the worker reads its trial's run folder (new epochs, the job's end)
+CHECK_SECONDS = 10.0  # how often it asks the storage whether its trial was removed or failed elsewhere
+IDLE_SECONDS = 2.0  # a queue worker with nothing to do looks again this often (reading, never writing)
+RETURNED = "returned"  # user attribute of a trial failed only to be retried (interrupted, or its job killed)
 
 
 class TrialFailed(RuntimeError):
     """A trial that ended without a result (its reason is in the trial's user attribute "error")."""
 
 
-def _fail(trial, reason: str) -> TrialFailed:
+def trial_config(sweep: studies.Sweep, trial) -> tuple[TrainConfig, str, list[str]]:
+    """The run a trial trains: the queue's stored config, or the sweep's base with the trial's values."""
+    if sweep.kind == "queue":
+        attrs = trial.user_attrs
+        return (TrainConfig.from_dict(attrs["config"]), attrs.get("name") or f"queue #{studies.display_number(trial.number)}",
+                list(attrs.get("tags") or []) + ["queue"])
+    values = {d.field: d.suggest(trial) for d in sweep.space}
+    return sweep.base.replace(**values), f"{sweep.name} #{studies.display_number(trial.number)}", [f"sweep:{sweep.name}"]
+
+
+def _has_work(sweep: studies.Sweep, study) -> bool:
+    """Whether a trial could start now: one waits (not removed), or the sweep may sample another."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    waiting = sum(t.state == TrialState.WAITING and not t.user_attrs.get("removed") for t in trials)
+    if sweep.kind == "queue" or waiting:
+        return waiting > 0
+    if sweep.trials is not None and _counted(trials) >= sweep.trials:
+        return False
+    return sweep.minutes is None or time.time() <= sweep.created_at + 60 * sweep.minutes
+
+
+def _counted(trials) -> int:
+    """Trials that count toward a sweep's limit: not those retried by another (lost or returned),
+    nor the empty ones a worker made when another took the last waiting trial."""
+    from optuna.trial import TrialState
+
+    retried = {n for t in trials for n in (t.system_attrs.get("retry_history") or [])}
+    return sum(not (t.state == TrialState.FAIL and (t.number in retried or t.user_attrs.get("empty")))
+               for t in trials)
+
+
+def _fail_removed(study, log: Callable[[str], None]) -> None:
+    """Waiting trials removed from the queue: taken (atomically, as a worker pops one) and failed."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if not t.user_attrs.get("removed"):
+            continue
+        try:
+            if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):  # False: another worker took it
+                storage.set_trial_user_attr(t._trial_id, "error", "removed from the queue")
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                log(f"#{studies.display_number(t.number)}: removed from the queue")
+        except (UpdateFinishedTrialError, RuntimeError):
+            continue
+
+
+def run_worker(name: str, storage_url: Optional[str] = None, *, stop: Optional[threading.Event] = None,
+               abort: Optional[threading.Event] = None, until_empty: bool = True,
+               max_trials: Optional[int] = None, log: Callable[[str], None] = lambda line: None) -> int:
+    """Train the sweep's trials until it is done, stopped or `stop` is set; returns trials run.
+
+    `stop`: start no further trial. `abort`: also stop the running trial's job (saved) and return
+    the trial to the study. A queue worker with `until_empty=False` waits for new runs instead of
+    returning; `max_trials` returns after that many (the dashboard's runner takes one trial at a
+    time from each source). Waiting for work or for the machine writes nothing to the storage.
+
+    Raises:
+      SweepError: the sweep or its storage cannot be read.
+    """
+    stop = stop or threading.Event()
+    abort = abort or threading.Event()
+    done = 0
+    while not stop.is_set() and (max_trials is None or done < max_trials):
+        sweep, study = studies.load(name, storage_url)
+        _fail_removed(study, log)
+        if sweep.stopped:
+            log(f"sweep {name} is stopped")
+            break
+        if not _has_work(sweep, study):
+            if sweep.kind == "sweep" or until_empty:
+                if sweep.minutes is not None and time.time() > sweep.created_at + 60 * sweep.minutes:
+                    log(f"sweep {name}: its {sweep.minutes:g} minutes are over")
+                break
+            stop.wait(IDLE_SECONDS)
+            continue
+        lock = trainer_lock.take(f"a worker of {'the queue' if sweep.kind == 'queue' else 'sweep ' + name}",
+                                 wait=True, stop=stop)
+        if lock is None:  # stopped while waiting for the machine
+            break
+        try:
+            sweep, study = studies.load(name, storage_url)  # again, holding the machine: still work to do?
+            if sweep.stopped or not _has_work(sweep, study):
+                continue
+            done += 1
+            # Optuna's own loop, one trial at a time: it takes an enqueued trial first, beats for it,
+            # fails stale trials first, and lets samplers such as the grid end the study as they expect
+            study.optimize(lambda trial: _train_trial(sweep, trial, storage_url, lock, abort, log), n_trials=1,
+                           catch=(TrialFailed,), callbacks=[_return_to_study], gc_after_trial=False)
+        except (RuntimeError, ValueError) as exc:  # Optuna's "cannot tell a finished trial": failed meanwhile elsewhere
+            log(f"sweep {name}: a trial ended elsewhere while it ran here ({exc})")
+        finally:
+            lock.release()  # the job process held its own copy; this one goes now
+        if abort.is_set():
+            break
+    return done
+
+
+def _return_to_study(study, trial) -> None:
+    """Optuna's callback after each trial: one failed only to be retried (interrupted, its job
+    killed) is enqueued again, as a lost worker's is (Optuna's retry callback, the same limit)."""
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.FAIL and trial.user_attrs.get(RETURNED):
+        from cifar_core.sweeps.storage import _stale_trial_callback
+
+        _stale_trial_callback(MAX_RETRY)(study, trial)
+
+
+def _fail(trial, reason: str, *, returned: bool = False) -> TrialFailed:
     trial.set_user_attr("error", reason)
+    if returned:
+        trial.set_user_attr(RETURNED, True)
     return TrialFailed(reason)
 
 
-def _train_trial(sweep: studies.Sweep, trial, storage_url: Optional[str], log: Callable[[str], None]):
-    """The objective: train the trial's run and return its accuracy (and training seconds)."""
+def _train_trial(sweep: studies.Sweep, trial, storage_url: Optional[str], lock: trainer_lock.TrainerLock,
+                 abort: threading.Event, log: Callable[[str], None]):
+    """The objective: train the trial's run in a job process and return its accuracy (and seconds)."""
     import optuna
+    from optuna.trial import TrialState
 
+    number = studies.display_number(trial.number)
     if sweep.kind == "queue" and "config" not in trial.user_attrs:  # another worker took the last one
         trial.set_user_attr("empty", True)
         raise TrialFailed("the queue was empty")
     if trial.user_attrs.get("removed"):
-        raise TrialFailed("removed from the queue")
+        raise _fail(trial, "removed from the queue")
+    for stale in ("error", RETURNED, "pruned_at_epoch", "train_seconds", "run_id"):  # a retry's copies
+        if stale in trial.user_attrs:
+            trial.set_user_attr(stale, None)
     trial.set_user_attr("worker", runs.process_identity())
-    trial.set_user_attr("heartbeat", time.time())
     try:
         config, run_name, tags = trial_config(sweep, trial)
-    except (ValueError, TypeError) as exc:  # a value TrainConfig refuses (a parameter from an old space)
+    except (ValueError, TypeError, KeyError) as exc:  # a value TrainConfig refuses (a parameter from an old space)
         raise _fail(trial, f"{type(exc).__name__}: {exc}") from None
-    pruned: dict[str, Any] = {}
-    holder: dict[str, training.TrainingJob] = {}
-    callbacks = [pruning_callback(trial, lambda: holder["job"].stop(), pruned)] \
-        if sweep.kind == "sweep" and sweep.pruner != "none" else []
-    record = {"name": sweep.name, "trial": trial.number, "storage": describe(storage_url)}
+    record = {"name": sweep.name, "trial": number, "storage": describe(storage_url)}
     try:
-        job = training.start_job(config, name=run_name, tags=tags, callbacks=callbacks, plan=trial.user_attrs.get("plan"),
-                                 on_created=lambda j: (holder.update(job=j),
-                                                       runs.update_status(j.run_dir, sweep=record)))
-    except (training.JobBusyError, runs.RunError, DataError, ValueError) as exc:
-        log(f"trial {trial.number}: could not start: {exc}")
+        job = jobs.start(config, name=run_name, tags=tags, plan=trial.user_attrs.get("plan"),
+                         status={"sweep": record}, lock=lock, bound=True)
+    except (jobs.JobBusyError, runs.RunError, DataError, ValueError) as exc:
+        log(f"#{number}: could not start: {exc}")
         raise _fail(trial, str(exc)) from None
     trial.set_user_attr("run_id", job.run_id)
-    log(f"trial {trial.number}: run {job.run_id} ({run_name})")
-    while not job.join(HEARTBEAT_SECONDS):
-        trial.set_user_attr("heartbeat", time.time())
-    snap = job.snapshot()
-    seconds = (snap.history.get("train_seconds") or [0.0])[-1]
+    log(f"#{number}: run {job.run_id} ({run_name}), job process {job.process.pid}")
+    prune = sweep.kind == "sweep" and sweep.pruner != "none"
+    reported, pruned, why = 0, None, None
+    next_check = time.monotonic() + CHECK_SECONDS
+    storage = trial.study._storage
+    while not job.wait(POLL_SECONDS):
+        if why is None and abort.is_set():
+            why = "interrupted"
+            job.stop()
+        if prune and why is None and pruned is None:
+            reported, pruned = _report(trial, job.run_id, reported)
+            if pruned is not None:
+                job.stop()
+        if why is None and time.monotonic() >= next_check:
+            next_check = time.monotonic() + CHECK_SECONDS
+            now = storage.get_trial(trial._trial_id)
+            if now.state != TrialState.RUNNING:
+                why = "failed elsewhere"  # judged stale by another worker: it is retried there
+                job.stop()
+            elif now.user_attrs.get("removed"):
+                why = "removed"
+                job.stop()
+    run = runs.load_run(job.run_id)
+    if prune and why is None and pruned is None and run.status == "completed":
+        reported, pruned = _report(trial, job.run_id, reported)  # the last epoch, reported before the result
+        pruned = None  # a run that completed is judged on its result, not pruned after the fact
+    seconds = (run.history.get("train_seconds") or [0.0])[-1]
     trial.set_user_attr("train_seconds", seconds)
-    metrics = snap.metrics or {}
-    if pruned:
-        trial.set_user_attr("pruned_at_epoch", pruned["epoch"])
-        log(f"trial {trial.number}: pruned after epoch {pruned['epoch']}")
-        raise optuna.TrialPruned(f"validation accuracy lagged after epoch {pruned['epoch']}")
-    if snap.status == "completed" and metrics.get(sweep.metric) is not None:
-        log(f"trial {trial.number}: {sweep.metric} {metrics[sweep.metric]:.4f} in {seconds:.0f} s of training")
+    metrics = run.metrics or {}
+    if why == "interrupted":
+        log(f"#{number}: interrupted; run {job.run_id} {run.status}, the trial returns to the study")
+        raise _fail(trial, f"interrupted (run {job.run_id} {run.status}); returned to the sweep to be retried",
+                    returned=True)
+    if why == "removed":
+        raise _fail(trial, f"removed from the queue while it trained; run {job.run_id} {run.status}")
+    if why == "failed elsewhere":
+        raise TrialFailed(f"trial {number} was failed elsewhere; run {job.run_id} {run.status}")
+    if pruned is not None:
+        trial.set_user_attr("pruned_at_epoch", pruned)
+        log(f"#{number}: pruned after epoch {pruned}")
+        raise optuna.TrialPruned(f"validation accuracy lagged after epoch {pruned}")
+    if run.status == "completed" and metrics.get(sweep.metric) is not None:
         accuracy = float(metrics[sweep.metric])
+        log(f"#{number}: {sweep.metric} {accuracy:.4f} in {seconds:.0f} s of training")
         return (accuracy, seconds) if sweep.objective == "accuracy-and-time" else accuracy
-    reason = snap.error or ("stopped by request" if snap.status == "stopped" else f"ended {snap.status}")
-    log(f"trial {trial.number}: failed: {reason}")
+    if run.status == "interrupted":  # the job process was killed outright
+        code = job.returncode
+        log(f"#{number}: its job process ended without a word (exit {code}); the trial returns to the study")
+        raise _fail(trial, f"its job process was killed (exit {code}); run {job.run_id} is resumable; retried",
+                    returned=True)
+    reason = run.error or ("stopped by request" if run.status == "stopped" else f"ended {run.status}")
+    log(f"#{number}: failed: {reason}")
     raise _fail(trial, reason)
+
+
+def _report(trial, run_id: str, reported: int) -> tuple[int, Optional[int]]:
+    """Report the run's new epochs' validation accuracy to the trial; (epochs reported, the epoch
+    the pruner stopped it at, or None)."""
+    try:
+        history = runs.load_run(run_id).history
+    except runs.RunError:
+        return reported, None
+    values = history.get("val_accuracy") or []
+    while reported < len(values):
+        value = values[reported]
+        reported += 1
+        if value == value:  # NaN: not validated that epoch
+            trial.report(float(value), reported)
+            if trial.should_prune():
+                return reported, reported
+    return reported, None

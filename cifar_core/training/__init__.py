@@ -1,7 +1,9 @@
-"""Background training: one job per process, live state through a Keras callback, per-epoch
+"""The trainer: one job trains one run folder, with live state through a Keras callback, per-epoch
 checkpoints, stop within one batch, resume from the last completed epoch.
 
-Importing this module does not import TensorFlow; starting a job does.
+`TrainingJob.run()` trains in the calling thread. Jobs run in processes of their own
+(`cifar_core.jobs` starts them and holds the machine's trainer lock for them); this module knows
+nothing of other jobs. Importing it does not import TensorFlow; running a job does.
 
 Beside it: `state` (the job's state, read by every tab), `progress` (the Keras callbacks that
 fill it and checkpoint each epoch), `publisher` (live.json and stop requests for other
@@ -32,12 +34,13 @@ from cifar_core.training.state import (  # noqa: F401 (re-exported)
 from cifar_core.training.progress import StopRequested, make_live_callback, make_tensorboard
 
 
-class JobBusyError(RuntimeError):
-    """A job is already running in this process."""
+from cifar_core.trainer_lock import JobBusyError  # noqa: F401,E402 (re-exported: the machine is busy)
 
 
 class TrainingJob:
-    """Trains one run in a background thread. Use `start_job`, which enforces one at a time."""
+    """Trains one run folder, in the thread that calls `run` (a job process's main thread). Make
+    one with `new_job` or `resume_job`; `stop` (any thread, or a signal handler) asks it to save
+    and end after the current batch."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, *, dataset: Optional[Dataset] = None,
                  history: Optional[dict[str, list[float]]] = None, initial_epoch: int = 0,
@@ -61,7 +64,7 @@ class TrainingJob:
         self.extra_callbacks = list(callbacks)  # the caller's Keras callbacks (a sweep's pruning), after ours
         self.state = JobState(self.run_id, config, history or {}, initial_epoch)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"train-{self.run_id}", daemon=True)
+        self._ended = threading.Event()
         # Fault injection for tests: name -> function the trainer thread calls at that point
         # ("prepared": data and model ready, before fit; "finishing": before the final status).
         self.hooks: dict[str, Callable[[], None]] = {}
@@ -77,6 +80,11 @@ class TrainingJob:
             self.hooks[name]()
 
     @property
+    def claim(self) -> Optional[runs.Claim]:
+        """The run folder's claim this job holds (released when `run` returns)."""
+        return self._claim
+
+    @property
     def owns_folder(self) -> bool:
         """Whether the job has written its run folder: a resume does only once training begins."""
         return self._takeover is None
@@ -88,18 +96,11 @@ class TrainingJob:
     def snapshot(self) -> JobSnapshot:
         return self.state.snapshot()
 
-    def start(self) -> "TrainingJob":
-        runs.LIVE_RUN_IDS.add(self.run_id)
-        if self.publish_live:
-            self._publisher = live.Publisher(self)
-            self._publisher.start()
-        self._thread.start()
-        return self
-
     def stop(self) -> bool:
-        """Ask the job to stop after the current batch; it then saves what it learned.
+        """Ask the job to stop after the current batch; it then saves what it learned. Safe from
+        any thread and from a signal handler (it only sets flags).
 
-        Only the trainer thread writes status.json, so a Stop that lands while the job finishes
+        Only the training thread writes status.json, so a Stop that lands while the job finishes
         cannot leave a finished run marked "stopping". False when there was nothing to stop.
         """
         if not self.state.request_stop():
@@ -107,26 +108,32 @@ class TrainingJob:
         self._stop.set()
         return True
 
-    def join(self, timeout: Optional[float] = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until `run` has returned (for a caller that runs it in another thread); True then."""
+        return self._ended.wait(timeout)
 
     @property
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
+    def ended(self) -> bool:
+        return self._ended.is_set()
 
-    def _run(self) -> None:
+    def run(self) -> "TrainingJob":
+        """Train to the end, a Stop or a failure, in this thread; the run folder is final when it
+        returns (a failure is recorded there, never raised), and the claim is let go."""
+        if self.publish_live:
+            self._publisher = live.Publisher(self)
+            self._publisher.start()
         try:
             self._train()
-        except BaseException as exc:  # the thread must always leave a final status behind
+        except BaseException as exc:  # the job must always leave a final status behind
             self._finish("failed", error=self._failure_message(exc), detail=traceback.format_exc())
         finally:
             if self._publisher is not None:
                 self._publisher.finish()
-            runs.LIVE_RUN_IDS.discard(self.run_id)
             distributed.remove_scratch(self.run_dir)  # a non-chief worker's throwaway folder, if this is one
             if self._claim is not None:
                 self._claim.release()  # last: the folder is final, another process may resume it
+            self._ended.set()
+        return self
 
     def _failure_message(self, exc: BaseException) -> str:
         """What went wrong, for people; a full disk says which folder and what to do."""
@@ -317,94 +324,66 @@ def make_tf_dataset(x, y, batch_size: int, shuffle_seed: Optional[int] = None):
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-# --- the process-wide job: shared by every dashboard session and tab ---------------------
+# --- making a job: a new run folder, or a run to continue ------------------------------------
 
-_current: Optional[TrainingJob] = None
-_current_lock = threading.Lock()
-
-
-def current_job() -> Optional[TrainingJob]:
-    """The job of this process, running or last finished; None before the first."""
-    return _current
-
-
-def start_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: str = "", tags: Any = (),
-              on_created: Optional[Callable[[TrainingJob], None]] = None,
-              plan: Optional[dict[str, Any]] = None, callbacks: Sequence[Any] = ()) -> TrainingJob:
-    """Create a run folder (named and tagged as given) and start training it in the background.
+def new_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: str = "", tags: Any = (),
+            plan: Optional[dict[str, Any]] = None, callbacks: Sequence[Any] = (),
+            run_dir: Optional[Path] = None, claim: Optional[runs.Claim] = None) -> TrainingJob:
+    """A job for a new run, ready to `run`: the run folder (named and tagged as given) is created
+    and claimed here, unless a launcher made it and passes `run_dir` with its `claim`.
     `plan`: a time budget's plan (`planning.Plan.to_dict()`), recorded as plan.json with its outcome.
 
     Raises:
-      JobBusyError: a job is already running in this process (only one at a time).
       DataError: the data source does not exist or holds no CIFAR-10 data in a known layout.
       runs.RunError: the artifacts folder is not writable or nearly full.
       ValueError: a name or tag that `runs.clean_meta` refuses.
     """
-    if dataset is None:
-        config = config.replace(data=resolve_source(config.data))
-        locate_source(config.data)  # a typo or an empty folder is refused before a run folder exists
-    with _current_lock:
-        _refuse_if_busy()
+    if run_dir is None:
+        if dataset is None:
+            config = config.replace(data=resolve_source(config.data))
+            locate_source(config.data)  # a typo or an empty folder is refused before a run folder exists
         run_dir = distributed.create_run(config, name=name, tags=tags)  # a worker's: a throwaway one
         claim = runs.claim_run(run_dir)  # a fresh folder: no other process holds it
-
-        def make() -> TrainingJob:
-            if plan is not None:
+        if plan is not None:
+            try:
                 runs.write_json(run_dir / PLAN_FILE, plan)
-            return TrainingJob(config, run_dir, dataset=dataset, callbacks=callbacks,
-                               budget_seconds=(plan or {}).get("budget_seconds"), claim=claim)
-
-        return _start_holding(claim, make, on_created)
+            except BaseException:
+                claim.release()
+                raise
+    elif plan is None:
+        plan = runs.read_json(run_dir / PLAN_FILE) if (run_dir / PLAN_FILE).is_file() else None
+    return TrainingJob(config, run_dir, dataset=dataset, callbacks=callbacks,
+                       budget_seconds=(plan or {}).get("budget_seconds"), claim=claim)
 
 
 def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Optional[int] = None,
-               on_created: Optional[Callable[[TrainingJob], None]] = None) -> TrainingJob:
-    """Continue a stopped, interrupted or finished run from its last saved model, curves continuing;
-    `on_created` is called with the job before it starts, as by `start_job`.
+               claim: Optional[runs.Claim] = None) -> TrainingJob:
+    """A job that continues a stopped, interrupted or finished run from its last saved model,
+    curves continuing, ready to `run`; `claim`: the run's claim when a launcher took it.
 
     Nothing in the run folder changes until training really begins (data and model ready, no Stop):
     a refusal here, a Stop or a failure while preparing leaves the run exactly as it was.
 
     Raises:
-      JobBusyError: a job is already running in this process.
       runs.RunError: another process trains the run, or it cannot be resumed (the message says why).
       DataError: the run's data source no longer exists or holds no CIFAR-10 data.
     """
-    global _current
-    with _current_lock:
-        _refuse_if_busy()
-        if not distributed.current().is_chief:  # a worker trains along from the chief's folder, writing nothing there
-            _current = TrainingJob(dataset=dataset, **distributed.worker_resume(run_id, epochs))
-            return _current.start()
-        claim = runs.claim_run(runs.run_path(run_id))  # held by the job; refused while another process trains it
-        return _start_holding(claim, lambda: _prepare_resume(run_id, claim, dataset, epochs), on_created)
-
-
-def _start_holding(claim: runs.Claim, make: Callable[[], TrainingJob],
-                   on_created: Optional[Callable[[TrainingJob], None]]) -> TrainingJob:
-    """Make the job that holds `claim` (it releases it when its thread ends), make it this
-    process's current job and start it; a failure before the thread starts releases the claim.
-    Called under `_current_lock`."""
-    global _current
+    if not distributed.current().is_chief:  # a worker trains along from the chief's folder, writing nothing there
+        return TrainingJob(dataset=dataset, **distributed.worker_resume(run_id, epochs))
+    claim = claim or runs.claim_run(runs.run_path(run_id))  # refused while another process trains it
     try:
-        job = make()
-        _current = job
-        if on_created:
-            on_created(job)
+        return _prepare_resume(run_id, claim, dataset, epochs)
     except BaseException:
         claim.release()
         raise
-    return job.start()
 
 
 def _prepare_resume(run_id: str, claim: runs.Claim, dataset: Optional[Dataset], epochs: Optional[int]) -> TrainingJob:
     """The resume's job, every check made (read under the claim, so no other trainer moves the run
     on meanwhile); it takes the folder over only when training begins (`TrainingJob._take_over`)."""
-    run = runs.load_run(run_id)
+    run = runs.load_run(run_id, holding_claim=True)  # no other process trains it: we hold its claim
     if run.broken:
         raise runs.RunError(f"run {run_id} is broken ({run.broken}) and cannot be resumed")
-    if run.is_active:
-        raise runs.RunError(f"run {run_id} is still training")
     # Continue from the state at the end of the last completed epoch (weights, optimizer, schedule
     # step): the checkpoint where there is one, else the final model of a completed run.
     checkpoint = run.path / "checkpoint.keras"
@@ -422,18 +401,3 @@ def _prepare_resume(run_id: str, claim: runs.Claim, dataset: Optional[Dataset], 
     takeover = {"prior_seconds": run.duration_seconds or 0.0, "from_final": source != checkpoint}
     return TrainingJob(config, run.path, dataset=dataset, history=history, initial_epoch=done,
                        resume_from=source, claim=claim, takeover=takeover)
-
-
-def _refuse_if_busy() -> None:
-    if _current is not None and _current.is_alive:
-        snap = _current.snapshot()
-        raise JobBusyError(f"a training job is already running (run {snap.run_id}, {snap.status}); "
-                           f"stop it or wait for it to finish")
-
-
-def stop_job() -> bool:
-    """Ask the current job to stop; False when none is running or it is already stopping."""
-    job = _current
-    if job is None or not job.is_alive:
-        return False
-    return job.stop()

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from cifar_core import training
+from cifar_core import trainer_lock
 from cifar_core.config import TrainConfig
 from cifar_core.data import NUM_CLASSES, Dataset, load_training_data, locate_source, resolve_source
 from cifar_core.planning.probe import KERAS_POLICIES, resolve_precision
@@ -30,8 +29,6 @@ RULES = {  # name -> the rule, in words; the first is the default
                 "(fastai's lr_steep, which looks at the whole curve)",
 }
 DEFAULT_RULE = "minimum"
-
-_running = threading.Lock()  # one range test at a time in this process
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +121,8 @@ def find_learning_rate(config: TrainConfig, *, dataset: Optional[Dataset] = None
       The curve and the suggestion; nothing is written anywhere.
 
     Raises:
-      JobBusyError: a training job (or another range test) is running in this process.
+      JobBusyError: the machine's trainer is held (a job, the probe or another range test, in any
+        process): the finder measures nothing beside them.
       DataError: the data source does not exist or holds no CIFAR-10 data.
       ValueError: a range, step count, smoothing or rule out of bounds.
     """
@@ -136,23 +134,11 @@ def find_learning_rate(config: TrainConfig, *, dataset: Optional[Dataset] = None
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-    if not _running.acquire(blocking=False):
-        raise training.JobBusyError("a learning-rate finder is already running in this process; wait for it to end")
-    try:
-        _refuse_beside_a_job()
-        if dataset is None:
-            config = config.replace(data=resolve_source(config.data))
-            locate_source(config.data)  # a typo or an empty folder: one clear error before TensorFlow
+    if dataset is None:
+        config = config.replace(data=resolve_source(config.data))
+        locate_source(config.data)  # a typo or an empty folder: one clear error before TensorFlow
+    with trainer_lock.take("the learning-rate finder"):  # JobBusyError when held
         return _range_test(config, dataset, start_lr, end_lr, num_steps, smoothing, rule, on_step)
-    finally:
-        _running.release()
-
-
-def _refuse_beside_a_job() -> None:
-    job = training.current_job()
-    if job is not None and job.is_alive:
-        raise training.JobBusyError(f"this machine is busy training run {job.run_id}: find a learning rate once "
-                                    f"it has finished or been stopped")
 
 
 def _range_test(config: TrainConfig, dataset: Optional[Dataset], start_lr: float, end_lr: float, num_steps: int,

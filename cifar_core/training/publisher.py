@@ -2,12 +2,12 @@
 
 The trainer's publisher thread writes `live.json` (atomically) every PUBLISH_SECONDS while the
 job runs, and once more when it ends: status, epoch, batch, images/s, ETA, the per-batch curve
-thinned to a chart's worth of points, and the history. The file's age is the trainer's
-heartbeat. A watcher that wants the run stopped writes `stop_request.json` next to it; the
-publisher sees it within PUBLISH_SECONDS and stops the job as the Stop button would.
+thinned to a chart's worth of points, and the history. The file's age is the heartbeat of a
+trainer on another host. A watcher that wants the run stopped writes `stop_request.json` next to
+it; the publisher sees it within STOP_POLL_SECONDS and stops the job.
 
-So the dashboard shows a run started by the CLI in another terminal, by a second server or by
-a cluster's chief writing to shared storage exactly as it shows its own job.
+Every job is a process of its own (cifar_core/jobs), so this folder is how the dashboard, the CLI
+and the sweep workers watch and stop any of them, a cluster's chief on shared storage included.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from cifar_core.runs.heartbeat import LIVE_FILE
 from cifar_core.training.state import JobSnapshot
 
 STOP_FILE = "stop_request.json"
-PUBLISH_SECONDS = 2.0  # live.json's period while training; also how soon a stop request is seen
+PUBLISH_SECONDS = 2.0  # live.json's period while training
+STOP_POLL_SECONDS = 0.5  # how soon a stop request in the folder is seen (a stat, nothing read)
 _FIELDS = ("status", "message", "epoch", "epochs", "initial_epoch", "batch", "batches_per_epoch", "batch_steps",
            "batch_loss", "batch_accuracy", "history", "images_per_second", "eta_seconds", "started_at",
            "finished_at", "error", "metrics", "version")
@@ -86,9 +87,9 @@ def stop_requested(run_dir: Path) -> bool:
     return (run_dir / STOP_FILE).exists()
 
 
-def active_runs(exclude: tuple[str, ...] = ()) -> list[runs.Run]:
-    """Runs training right now under the artifacts folder (any process that is still alive), newest first."""
-    return [r for r in runs.list_runs() if r.is_active and not r.broken and r.run_id not in exclude]
+def active_runs() -> list[runs.Run]:
+    """Runs training right now under the artifacts folder (their job processes alive), newest first."""
+    return [r for r in runs.list_runs() if r.is_active and not r.broken]
 
 
 class Publisher:
@@ -118,11 +119,14 @@ class Publisher:
             self.failures += 1
 
     def _loop(self) -> None:
+        next_publish = 0.0
         while True:
-            self._publish()
+            if time.monotonic() >= next_publish:
+                self._publish()
+                next_publish = time.monotonic() + self._period
             if stop_requested(self._job.run_dir):
                 self._job.stop()
-            if self._done.wait(self._period):
+            if self._done.wait(min(STOP_POLL_SECONDS, self._period)):
                 return
 
     def finish(self) -> None:

@@ -1,0 +1,88 @@
+"""A job process: `python -m cifar_core.jobs.process new RUN_DIR | resume RUN_ID [--epochs N]`,
+started by `cifar_core.jobs` with the machine's trainer lock and the run's claim as inherited
+descriptors. It trains in its main thread; SIGINT or SIGTERM (or a stop request in the run folder)
+make it save and end as stopped. With `--parent PID` it does the same when that process dies (a
+sweep worker's trial must not train on without the worker that reports it).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent: int) -> None:
+    """SIGTERM to this process when its parent dies (Linux); a parent already gone: at once."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # no prctl: the parent's own stop (its signal handlers) remains
+    if os.getppid() != parent:  # died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifar_core.jobs.process")
+    parser.add_argument("kind", choices=("new", "resume"))
+    parser.add_argument("target", help="the new run's folder, or the id of the run to resume")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--lock-fd", type=int, required=True)
+    parser.add_argument("--claim-fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    from cifar_core import jobs, runs, trainer_lock
+
+    lock = trainer_lock.adopt(args.lock_fd)
+    claim = runs.adopt_claim(args.claim_fd)
+    pending: list = []  # a stop that arrives before the job exists
+    holder: dict = {}
+
+    def stop() -> None:
+        job = holder.get("job")
+        job.stop() if job is not None else pending.append(True)
+
+    with jobs.stop_on_signals(stop):
+        if args.parent is not None:
+            _stop_with_parent(args.parent)
+        run_dir = Path(args.target) if args.kind == "new" else runs.run_path(args.target)
+        if args.kind == "new":
+            runs.update_status(run_dir, **runs.process_identity())  # this process is the run's trainer
+        lock.describe(f"training run {run_dir.name}" if args.kind == "new" else f"resuming run {run_dir.name}",
+                      run_id=run_dir.name)
+        print("ready", flush=True)  # the launcher returns now; what follows goes to job.log
+        os.dup2(2, 1)
+
+        from cifar_core import training
+        from cifar_core.quiet import load_tensorflow_quietly
+
+        try:
+            load_tensorflow_quietly()
+            if args.kind == "new":
+                run = runs.load_run(run_dir.name, holding_claim=True)
+                if run.config is None:
+                    raise runs.RunError(f"run {run.run_id} is broken ({run.broken})")
+                job = training.new_job(run.config, run_dir=run_dir, claim=claim)
+            else:
+                job = training.resume_job(args.target, epochs=args.epochs, claim=claim)
+        except Exception as exc:  # a new run's folder says why it never trained; a resume's is as it was
+            if args.kind == "new":
+                runs.update_status(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        holder["job"] = job
+        if pending:
+            job.stop()
+        job.run()
+    lock.release()
+    status = job.snapshot().status
+    return 0 if status == "completed" else 3 if status == "stopped" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
