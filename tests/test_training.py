@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from cifar_core.insight import evaluation
-from cifar_core import runs, training
+from cifar_core import jobs, runs, trainer_lock, training
 from cifar_core.config import TrainConfig
 from cifar_core.data import make_synthetic
+from cifar_core.training import publisher
+from job_helpers import resume_job, start_job
 
 QUICK = dict(batch_size=32, data="synthetic")
 
@@ -23,7 +25,7 @@ def wait_for(predicate, timeout=120.0, what="condition"):
 
 
 def test_trains_end_to_end_and_saves_a_loadable_run(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)
     seen_running = []
     while job.is_alive:  # a client polling the live state, as the dashboard does
         snap = job.snapshot()
@@ -59,7 +61,7 @@ def test_trains_end_to_end_and_saves_a_loadable_run(artifacts, tiny_data):
 
 def test_stop_mid_epoch_ends_within_a_batch_and_keeps_a_loadable_run(artifacts):
     data = make_synthetic(3000, 200, seed=2)
-    job = training.start_job(TrainConfig(epochs=5, batch_size=16, **{"data": "synthetic"}), dataset=data)
+    job = start_job(TrainConfig(epochs=5, batch_size=16, **{"data": "synthetic"}), dataset=data)
     wait_for(lambda: job.snapshot().batch >= 5, what="five batches")
     at_stop = job.snapshot().batch
     job.stop()
@@ -75,27 +77,36 @@ def test_stop_mid_epoch_ends_within_a_batch_and_keeps_a_loadable_run(artifacts):
     assert model.predict(data.x_test[:2], verbose=0).shape == (2, 10)
 
 
+def _training_now(run_id):
+    """The job process has begun training (its live.json counts batches): a stop now is a mid-run one."""
+    run = runs.load_run(run_id)
+    snap = publisher.read(run)
+    return snap is not None and snap.status == "running" and snap.batch > 0
+
+
 def test_a_second_start_is_refused_while_one_runs(artifacts):
-    data = make_synthetic(3000, 100)
-    first = training.start_job(TrainConfig(epochs=3, batch_size=16, data="synthetic"), dataset=data)
-    with pytest.raises(training.JobBusyError, match="already running"):
-        training.start_job(TrainConfig(epochs=1, data="synthetic"), dataset=data)
-    assert training.current_job() is first
-    assert [r.run_id for r in runs.list_runs()] == [first.run_id]
-    assert training.stop_job() is True
-    assert first.join(120) and first.snapshot().status == "stopped"
-    assert training.stop_job() is False
+    config = TrainConfig(epochs=3, batch_size=16, data="synthetic", train_subset=3000, test_subset=100)
+    first = jobs.start(config)  # a job process of its own, holding the machine's trainer lock
+    with pytest.raises(training.JobBusyError, match=f"training run {first.run_id}"):
+        jobs.start(TrainConfig(epochs=1, data="synthetic"))
+    assert trainer_lock.holder()["run_id"] == first.run_id
+    assert [r.run_id for r in runs.list_runs()] == [first.run_id]  # the refused start made no run folder
+    wait_for(lambda: _training_now(first.run_id), 180, "the first job to train")
+    first.stop()
+    assert first.wait(120) and runs.load_run(first.run_id).status == "stopped"
+    # nothing is left to stop: the machine's trainer is free again
+    assert trainer_lock.holder() is None and publisher.active_runs() == []
 
 
 def test_simultaneous_starts_from_many_sessions_start_exactly_one_job(artifacts):
-    data = make_synthetic(2000, 100)
+    config = TrainConfig(epochs=2, batch_size=16, data="synthetic", train_subset=2000, test_subset=100)
     barrier = threading.Barrier(8)
     started, refused = [], []
 
     def press_start():
         barrier.wait()
         try:
-            started.append(training.start_job(TrainConfig(epochs=2, batch_size=16, data="synthetic"), dataset=data))
+            started.append(jobs.start(config))
         except training.JobBusyError:
             refused.append(1)
 
@@ -106,13 +117,14 @@ def test_simultaneous_starts_from_many_sessions_start_exactly_one_job(artifacts)
         t.join()
     assert len(started) == 1 and len(refused) == 7
     assert len(runs.list_runs()) == 1
-    training.stop_job()
-    assert started[0].join(120)
+    wait_for(lambda: _training_now(started[0].run_id), 180, "the job to train")
+    started[0].stop()
+    assert started[0].wait(120)
 
 
 @pytest.mark.heavy
 def test_many_readers_during_training_neither_crash_nor_corrupt_the_state(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)
     errors, reads = [], [0]
 
     def hammer():
@@ -149,14 +161,14 @@ def _poison_final_bias(run):
 
 @pytest.mark.heavy
 def test_nan_loss_fails_the_job_keeps_history_and_resume_continues_curves(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
     assert job.join(120) and job.snapshot().status == "completed"
     first = runs.load_run(job.run_id)
     first_history = first.history
     good_model = (first.path / "model.keras").read_bytes()
 
     _poison_final_bias(first)
-    failed = training.resume_job(job.run_id, dataset=tiny_data, epochs=3)
+    failed = resume_job(job.run_id, dataset=tiny_data, epochs=3)
     assert failed.join(120)
     snap = failed.snapshot()
     assert snap.status == "failed" and "loss became nan" in snap.error and "terminated" in snap.error
@@ -168,7 +180,7 @@ def test_nan_loss_fails_the_job_keeps_history_and_resume_continues_curves(artifa
     # resume continued from (and so retired into) checkpoint.keras: that is the file to repair
     assert not (run.path / "model.keras").exists() and (run.path / "checkpoint.keras").is_file()
     (run.path / "checkpoint.keras").write_bytes(good_model)
-    resumed = training.resume_job(job.run_id, dataset=tiny_data, epochs=2)
+    resumed = resume_job(job.run_id, dataset=tiny_data, epochs=2)
     assert resumed.join(120) and resumed.snapshot().status == "completed"
     run = runs.load_run(job.run_id)
     assert run.status == "completed" and run.epochs_done == 2
@@ -177,11 +189,11 @@ def test_nan_loss_fails_the_job_keeps_history_and_resume_continues_curves(artifa
 
 
 def test_a_data_error_fails_the_job_with_the_message_and_keeps_the_run(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
     assert job.join(120)
     wrong_shape = type(tiny_data)(tiny_data.x_train[:, :16, :16], tiny_data.y_train,
                                   tiny_data.x_test, tiny_data.y_test, source="bad")
-    failed = training.resume_job(job.run_id, dataset=wrong_shape, epochs=2)
+    failed = resume_job(job.run_id, dataset=wrong_shape, epochs=2)
     assert failed.join(120)
     snap = failed.snapshot()
     assert snap.status == "failed" and snap.error
@@ -191,7 +203,7 @@ def test_a_data_error_fails_the_job_with_the_message_and_keeps_the_run(artifacts
 
 
 def test_resume_refuses_a_finished_run_without_more_epochs(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
     assert job.join(120)
     with pytest.raises(runs.RunError, match="ask for more epochs"):
         training.resume_job(job.run_id, dataset=tiny_data)
@@ -208,20 +220,24 @@ def test_read_only_artifacts_fail_at_start_with_a_clear_message(artifacts, tiny_
         artifacts.mkdir(parents=True)
         artifacts.chmod(0o500)
     with pytest.raises(runs.RunError, match="cannot write to the artifacts folder"):
-        training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
-    assert training.current_job() is None or not training.current_job().is_alive
+        start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
+    with pytest.raises(runs.RunError, match="cannot write to the artifacts folder"):
+        jobs.start(TrainConfig(epochs=1, **QUICK))  # the product's Start: refused before a job process
+    assert publisher.active_runs() == []  # the refused starts left nothing training
 
 
 def test_a_missing_data_source_is_refused_before_a_run_folder_exists(artifacts):
     from cifar_core.data import DataError
 
     with pytest.raises(DataError, match="does not exist"):
-        training.start_job(TrainConfig(epochs=1, data=str(artifacts / "typo")))
+        training.new_job(TrainConfig(epochs=1, data=str(artifacts / "typo")))
+    with pytest.raises(DataError, match="does not exist"):
+        jobs.start(TrainConfig(epochs=1, data=str(artifacts / "typo")))
     assert runs.list_runs() == [] and not (artifacts / "runs").exists()
 
 
 def test_the_final_evaluation_reuses_the_last_epochs_validation_of_the_final_weights(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)
     assert job.join(120) and job.snapshot().status == "completed"
     run = runs.load_run(job.run_id)
     assert run.metrics["validation_reused"] is True
@@ -237,7 +253,7 @@ def test_the_final_evaluation_reuses_the_last_epochs_validation_of_the_final_wei
 def test_our_last_epoch_validation_loss_is_keras_own_with_label_smoothing(artifacts, tiny_data):
     import keras
 
-    job = training.start_job(TrainConfig(epochs=2, label_smoothing=0.2, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=2, label_smoothing=0.2, **QUICK), dataset=tiny_data)
     assert job.join(120) and job.snapshot().status == "completed"
     run = runs.load_run(job.run_id)
     model = keras.saving.load_model(run.path / "model.keras", safe_mode=True)  # compiled as trained
@@ -249,7 +265,7 @@ def test_our_last_epoch_validation_loss_is_keras_own_with_label_smoothing(artifa
 
 @pytest.mark.heavy  # 13-15 s: a recipe detail of the final evaluation; keeps the default run under 10 min
 def test_with_ema_weights_the_final_evaluation_predicts_again(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=2, weight_averaging="ema", **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=2, weight_averaging="ema", **QUICK), dataset=tiny_data)
     assert job.join(120) and job.snapshot().status == "completed"
     run = runs.load_run(job.run_id)
     assert run.metrics["validation_reused"] is False  # fit swapped the averaged weights in at its end
