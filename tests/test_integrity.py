@@ -21,6 +21,7 @@ from cifar_core.insight import evaluation
 from cifar_core.runs import store
 from cifar_core.config import TrainConfig
 from cifar_core.data import make_synthetic
+from job_helpers import resume_job, start_job
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = dict(batch_size=32, data="synthetic")
@@ -46,7 +47,7 @@ def _status_json(run_dir: Path) -> dict:
 
 def test_stop_while_preparing_ends_the_job_without_saving_an_untrained_model(artifacts, tiny_data):
     gates = {}
-    job = training.start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data,
+    job = start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data,
                              on_created=lambda j: gates.update(zip(("reached", "release"),
                                                                    _pause_at(j.hooks, "prepared"))))
     assert gates["reached"].wait(120)
@@ -66,22 +67,21 @@ def test_stop_while_preparing_ends_the_job_without_saving_an_untrained_model(art
 
 def test_a_stop_landing_as_the_job_finishes_cannot_leave_it_stopping(artifacts, tiny_data):
     gates = {}
-    job = training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data,
+    job = start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data,
                              on_created=lambda j: gates.update(zip(("reached", "release"),
                                                                    _pause_at(j.hooks, "finishing"))))
     assert gates["reached"].wait(120)  # trained, saved, evaluated; the final status is next
     assert job.snapshot().status == "running"
-    assert training.stop_job() is True  # lands now: the job is still active
+    assert job.stop() is True  # lands now: the job is still active
     assert _status_json(job.run_dir)["status"] == "running"  # only the trainer writes the run's status
     gates["release"].set()
     assert job.join(60)
     assert job.snapshot().status == "completed"  # every epoch was done: the trainer's status stands
-    assert training.stop_job() is False  # and a Stop after the end changes nothing
-    assert job.stop() is False
+    assert job.stop() is False  # and a Stop after the end changes nothing
     assert job.snapshot().status == "completed"
     assert _status_json(job.run_dir)["status"] == "completed"
     assert runs.load_run(job.run_id).status == "completed"
-    again = training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)  # Start is free again
+    again = start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)  # Start is free again
     assert again.join(120) and again.snapshot().status == "completed"
 
 
@@ -91,7 +91,7 @@ def test_many_stops_racing_the_end_of_many_jobs_never_leave_one_stopping(artifac
     small = make_synthetic(64, 32, seed=3)
     for _ in range(3):
         gates = {}
-        job = training.start_job(TrainConfig(epochs=1, batch_size=32, data="synthetic"), dataset=small,
+        job = start_job(TrainConfig(epochs=1, batch_size=32, data="synthetic"), dataset=small,
                                  on_created=lambda j: gates.update(zip(("reached", "release"),
                                                                        _pause_at(j.hooks, "finishing"))))
         assert gates["reached"].wait(120)
@@ -154,7 +154,7 @@ def test_concurrent_prediction_writers_never_fail_and_a_reader_sees_whole_consis
 
 
 def test_predictions_are_labelled_with_the_model_that_made_them(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
     assert job.join(120) and job.snapshot().status == "completed"
     run = runs.load_run(job.run_id)
     assert evaluation.load_cached_predictions(run.run_id) is not None  # the trainer's own
@@ -174,7 +174,7 @@ def test_predictions_are_labelled_with_the_model_that_made_them(artifacts, tiny_
 def test_a_copied_run_folder_keeps_its_cached_predictions(artifacts, tiny_data):
     import shutil
 
-    job = training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
     assert job.join(120)
     shutil.copytree(job.run_dir, job.run_dir.with_name("copied-run"))
     assert evaluation.load_cached_predictions("copied-run") is not None
@@ -237,7 +237,7 @@ def test_resuming_a_run_whose_data_source_moved_is_refused_and_the_run_kept(arti
 
     source = tmp_path / "cifar-10-batches-py"
     _write_official(source)
-    job = training.start_job(TrainConfig(epochs=1, batch_size=32, data=str(source)))
+    job = start_job(TrainConfig(epochs=1, batch_size=32, data=str(source)))
     assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
     before = _folder_state(job.run_dir)
     source.rename(tmp_path / "moved")
@@ -254,12 +254,12 @@ def test_a_stop_while_a_resume_prepares_leaves_the_completed_run_as_it_was(with_
     run_dir = runs.run_path(with_run)
     before, accuracy = _folder_state(run_dir), runs.load_run(with_run).test_accuracy
     gates = {}
-    job = training.resume_job(with_run, epochs=3, on_created=lambda j: gates.update(
+    job = resume_job(with_run, epochs=3, on_created=lambda j: gates.update(
         zip(("reached", "release"), _pause_at(j.hooks, "prepared"))))
     assert gates["reached"].wait(120)  # data and model ready, training not begun
     assert _folder_state(run_dir) == before
-    with pytest.raises(runs.RunError, match="still training"):
-        runs.delete_run(with_run)  # the run reads completed, yet its resume holds it
+    with pytest.raises(runs.RunError, match=f"run {with_run} is being trained by another process"):
+        runs.delete_run(with_run)  # the run reads completed, yet its resume holds its claim
     assert job.stop() is True
     gates["release"].set()
     assert job.join(60)
@@ -268,7 +268,7 @@ def test_a_stop_while_a_resume_prepares_leaves_the_completed_run_as_it_was(with_
     assert _folder_state(run_dir) == before  # status, config, metrics, model, predictions untouched
     run = runs.load_run(with_run)
     assert run.status == "completed" and run.test_accuracy == accuracy and run.epochs_done == 1
-    again = training.resume_job(with_run, epochs=2)  # and the run resumes as before
+    again = resume_job(with_run, epochs=2)  # and the run resumes as before
     assert again.join(120) and again.snapshot().status == "completed", again.snapshot().error
     assert runs.load_run(with_run).epochs_done == 2
 
@@ -297,16 +297,16 @@ def test_a_run_claimed_by_another_process_is_not_resumed_until_that_process_dies
     finally:
         holder.send_signal(signal.SIGKILL)  # no goodbye: the OS lets the lock go
         holder.wait(30)
-    job = training.resume_job(with_run, epochs=2)
+    job = resume_job(with_run, epochs=2)
     assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
 
 
 def test_another_process_cannot_resume_a_run_this_one_is_preparing_to_resume(with_run, artifacts):
     gates = {}
-    job = training.resume_job(with_run, epochs=2, on_created=lambda j: gates.update(
+    job = resume_job(with_run, epochs=2, on_created=lambda j: gates.update(
         zip(("reached", "release"), _pause_at(j.hooks, "prepared"))))
     assert gates["reached"].wait(120)  # its status.json still says completed
-    code = "import sys; from cifar_core import training; training.resume_job(sys.argv[1], epochs=5)"
+    code = "import sys; from cifar_core import jobs; jobs.resume(sys.argv[1], epochs=5)"  # the product's way in
     other = subprocess.run([sys.executable, "-c", code, with_run], cwd=ROOT, capture_output=True, text=True,
                            env=dict(os.environ, CIFAR_ARTIFACTS_DIR=str(artifacts)), timeout=120)
     gates["release"].set()
@@ -320,7 +320,7 @@ def test_another_process_cannot_resume_a_run_this_one_is_preparing_to_resume(wit
 def test_an_interrupted_run_lasts_until_its_last_write_and_a_resume_skips_the_idle_gap(artifacts):
     path = runs.create_run(TrainConfig(**QUICK), run_id="timed")
     start = time.time() - 7200
-    runs.update_status(path, started_at=start, pid=2**22 + 777)  # no such process: interrupted
+    runs.update_status(path, started_at=start, pid=2**22 + 777)  # nobody holds its claim: interrupted
     runs.write_history(path, {"loss": [1.0]})
     for name in ("status.json", "history.json"):
         os.utime(path / name, (start + 600, start + 600))  # its trainer last wrote 10 minutes in
@@ -335,10 +335,10 @@ def test_an_interrupted_run_lasts_until_its_last_write_and_a_resume_skips_the_id
 
 
 def test_resume_records_the_time_already_spent(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
     assert job.join(120)
     before = runs.load_run(job.run_id).duration_seconds
-    resumed = training.resume_job(job.run_id, dataset=tiny_data, epochs=2)
+    resumed = resume_job(job.run_id, dataset=tiny_data, epochs=2)
     assert resumed.join(120) and resumed.snapshot().status == "completed"
     status = _status_json(job.run_dir)
     assert status["prior_seconds"] == pytest.approx(before)
