@@ -24,7 +24,7 @@ def button_help(busy: bool, planned: bool) -> str:
     if access.locked_reason():
         return access.locked_reason()
     if busy:
-        return "A training job is running on this machine: find a learning rate once it has ended."
+        return "A training job (or the probe) holds this machine's trainer: find a learning rate once it has ended."
     if planned:
         return "The time budget's plan sets the learning rate from its batch: set the budget to 0 to choose it."
     return (f"A short run from a fresh model of this recipe, the rate growing exponentially from "

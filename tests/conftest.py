@@ -5,10 +5,10 @@ import pytest
 
 import shutil
 
-from cifar_core import training
 from cifar_core.config import TrainConfig
 from cifar_core.data import make_synthetic
 from cifar_ui import browser_feed
+from job_helpers import start_job, stop_everything
 
 # The page tests' trained run: synthetic data, small enough for one epoch in seconds.
 PAGE_QUICK = dict(data="synthetic", train_subset=600, test_subset=200, batch_size=32)
@@ -41,10 +41,7 @@ def _no_job_left_running():
 
     runner().shutdown(timeout=0)  # no new trial; the running one is stopped below
     runner().sweeps.clear()
-    job = training.current_job()
-    if job is not None and job.is_alive:
-        job.stop()
-        assert job.join(120), "a training job did not stop within 120 s"
+    stop_everything()
     assert runner().shutdown(timeout=60), "the sweep runner did not end within 60 s of its job"
 
 
@@ -55,7 +52,7 @@ def finished_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CIFAR_ARTIFACTS_DIR", str(root))
         mp.setenv("CIFAR10_DATA", "synthetic")
-        job = training.start_job(TrainConfig(epochs=1, **PAGE_QUICK))
+        job = start_job(TrainConfig(epochs=1, **PAGE_QUICK))
         assert job.join(180), "training the session's run took over 180 s"
     snap = job.snapshot()
     assert snap.status == "completed", snap.error

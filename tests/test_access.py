@@ -14,7 +14,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from cifar_core import runs, training
+from cifar_core import jobs, runs, trainer_lock
+from job_helpers import WatchedRun
 from cifar_core.config import TrainConfig
 from cifar_core.insight import calibration, evaluation
 from cifar_ui import access
@@ -226,7 +227,7 @@ def test_a_locked_evaluate_page_starts_no_tta_and_writes_nothing_into_the_run(wi
 
 def test_a_locked_lab_cannot_stop_a_running_job_until_unlocked(artifacts, monkeypatch):
     monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
-    job = training.start_job(TrainConfig(epochs=50, **QUICK))
+    job = WatchedRun(jobs.start(TrainConfig(epochs=50, **QUICK)).run_id)  # a job process, as from the page
     wait_for(lambda: job.snapshot().batch > 0, 90, "the first batch")
     at = open_page("pages/train.py")
     stop = widget(at.button, "Stop")
@@ -234,11 +235,11 @@ def test_a_locked_lab_cannot_stop_a_running_job_until_unlocked(artifacts, monkey
     assert job.snapshot().status == "running"  # a stop request would have made it "stopping" at once
     step = (job.snapshot().epoch, job.snapshot().batch)
     wait_for(lambda: (job.snapshot().epoch, job.snapshot().batch) > step, 60, "training to go on")
-    assert job.snapshot().status == "running" and job.is_alive
+    assert job.snapshot().status == "running"
 
     monkeypatch.setenv(access.READONLY_ENV, "1")  # a read-only lab shows no Stop at all
     viewer = open_page("pages/train.py")
-    assert "Stop" not in labels(viewer) and job.is_alive
+    assert "Stop" not in labels(viewer) and job.snapshot().status == "running"
     monkeypatch.delenv(access.READONLY_ENV)
 
     unlock(at)
@@ -249,17 +250,15 @@ def test_a_locked_lab_cannot_stop_a_running_job_until_unlocked(artifacts, monkey
 
 def test_a_locked_lab_cannot_resume_a_run_until_unlocked(with_run, monkeypatch):
     monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
-    before = training.current_job()
     at = open_page("pages/train.py")
     resume = widget(at.button, "Resume")
     assert resume.disabled and "Locked" in resume.help  # AppTest, like a browser, cannot press it
-    assert training.current_job() is before and runs.load_run(with_run).epochs_done == 1
+    assert trainer_lock.holder() is None and runs.load_run(with_run).epochs_done == 1
 
     unlock(at)
     widget(at.number_input, "Train up to epoch").set_value(2)
     widget(at.button, "Resume").click().run()
     assert not at.exception and not at.error, texts(at.error)
-    job = training.current_job()
-    assert job is not before and job.run_id == with_run
+    job = WatchedRun(with_run)
     assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
     assert runs.load_run(with_run).epochs_done == 2

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cifar_core import training
+from cifar_core import jobs, trainer_lock
 from cifar_core.charts.lr_finder import LR_FINDER_TITLE, lr_finder_curve
 from cifar_core.config import TrainConfig
 from cifar_core.data import DataError
@@ -76,24 +76,28 @@ def test_the_rules_on_a_hand_made_curve():
     assert rates == {"minimum": None, "steepest": None} and "start the range lower" in note
 
 
-def test_refused_while_a_job_trains_and_beside_another_finder(artifacts):
-    job = training.start_job(TrainConfig(epochs=50, **QUICK))
-    with pytest.raises(training.JobBusyError, match=f"busy training run {job.run_id}"):
+def test_refused_while_a_job_trains_and_beside_another_finder_and_it_refuses_a_start(artifacts):
+    job = jobs.start(TrainConfig(epochs=50, **QUICK))  # a job process holds the machine's trainer
+    with pytest.raises(trainer_lock.JobBusyError, match=f"busy: training run {job.run_id}"):
         lr_finder.find_learning_rate(TrainConfig(**TINY), num_steps=10)
-    training.stop_job()
-    assert job.join(60)
+    job.stop()
+    assert job.wait(60)
 
     inner = []
 
-    def second_finder(step, *_):
+    def beside_the_finder(step, *_):  # while the finder measures, the machine is its alone
         if step == 1:
-            with pytest.raises(training.JobBusyError, match="already running") as caught:
+            with pytest.raises(trainer_lock.JobBusyError, match="busy: the learning-rate finder") as caught:
                 lr_finder.find_learning_rate(TrainConfig(**TINY), num_steps=10)
             inner.append(caught.value)
+            with pytest.raises(trainer_lock.JobBusyError, match="busy: the learning-rate finder") as caught:
+                jobs.start(TrainConfig(epochs=1, **QUICK))  # a Start from another tab or the CLI
+            inner.append(caught.value)
 
-    lr_finder.find_learning_rate(TrainConfig(**TINY), num_steps=5, on_step=second_finder)
-    assert len(inner) == 1
+    lr_finder.find_learning_rate(TrainConfig(**TINY), num_steps=5, on_step=beside_the_finder)
+    assert len(inner) == 2
     assert [p.name for p in (artifacts / "runs").iterdir()] == [job.run_id]  # only the job's own run
+    assert trainer_lock.holder() is None
 
 
 def test_bad_input_is_one_clear_error(artifacts):
@@ -151,7 +155,6 @@ def fill_tiny(at) -> None:
 
 @pytest.mark.slow
 def test_train_page_finds_a_rate_shows_the_chart_and_fills_the_form(artifacts):
-    before = training.current_job()
     at = open_page("pages/train.py")
     find = widget(at.button, "Find a learning rate")
     assert not find.disabled and "range test" in find.help
@@ -173,7 +176,7 @@ def test_train_page_finds_a_rate_shows_the_chart_and_fills_the_form(artifacts):
     assert not at.exception, raised(at)
     assert widget(at.number_input, "Learning rate (peak)").value == pytest.approx(rate)
     assert widget(at.number_input, "Batch size").value == TINY["batch_size"]  # the rest of the form kept
-    assert training.current_job() is before and no_run_folder(artifacts)  # no job, no run
+    assert trainer_lock.holder() is None and no_run_folder(artifacts)  # no job, no run
 
 
 def test_train_page_finder_is_disabled_when_locked_and_while_a_job_trains(artifacts, monkeypatch):
@@ -183,9 +186,9 @@ def test_train_page_finder_is_disabled_when_locked_and_while_a_job_trains(artifa
     assert find.disabled and "Locked" in find.help  # AppTest, like a browser, cannot press it
     monkeypatch.delenv(access.PASSWORD_ENV)
 
-    job = training.start_job(TrainConfig(epochs=50, **QUICK))
+    job = jobs.start(TrainConfig(epochs=50, **QUICK))
     at = open_page("pages/train.py")
     find = widget(at.button, "Find a learning rate")
-    assert find.disabled and "training job is running" in find.help
-    training.stop_job()
-    assert job.join(60)
+    assert find.disabled and "holds this machine's trainer" in find.help
+    job.stop()
+    assert job.wait(60)

@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from cifar_core import runs, training
+from cifar_core import jobs, runs, trainer_lock
 from cifar_core.config import TrainConfig
 from cifar_core.data import CLASS_NAMES, make_synthetic
+from job_helpers import WatchedRun, newest_run, start_job
 from live_helpers import feed_file, live_panel_data, read_feed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,8 +195,9 @@ def test_train_starts_a_real_job_from_the_form_and_stops_it(artifacts):
     widget(at.text_input, "Tags").input("smoke")
     start.click().run()
     assert not at.exception and not at.error, texts(at.error)
-    job = training.current_job()
+    job = newest_run()  # trained by a job process of its own, watched through its folder
     assert job is not None and job.run_dir.parent == artifacts / "runs"
+    assert job.snapshot().owner.split("pid ")[-1] != str(os.getpid()), "trained in the server's own process"
     assert job.config.epochs == 50 and job.config.train_subset == QUICK["train_subset"]
     named = runs.load_run(job.run_id)
     assert (named.name, named.tags) == ("from the form", ("smoke",))
@@ -239,14 +241,14 @@ def test_train_starts_a_real_job_from_the_form_and_stops_it(artifacts):
 def test_a_stale_tab_cannot_start_a_second_job_and_an_unwritable_folder_is_an_error(artifacts, monkeypatch):
     stale = open_page("pages/train.py")  # a tab opened before another tab started a job
     fill_quick_run(stale, epochs=50)
-    first = training.start_job(TrainConfig(epochs=50, **QUICK))
+    first = jobs.start(TrainConfig(epochs=50, **QUICK))
     widget(stale.button, "Start training").click().run()  # Streamlit drops clicks on now-disabled widgets
     assert not stale.exception
-    assert training.current_job() is first and len(runs.list_runs()) == 1
+    assert [r.run_id for r in runs.list_runs()] == [first.run_id]
     assert widget(stale.button, "Start training").disabled
-    assert f"while run `{first.run_id}`" in texts(stale.info)
-    training.stop_job()
-    assert first.join(60)
+    assert f"training run {first.run_id}" in texts(stale.info)
+    first.stop()
+    assert first.wait(60)
 
     blocker = artifacts.parent / "not-a-folder"
     blocker.write_text("a file where the artifacts folder should be")
@@ -261,14 +263,13 @@ def test_a_stale_tab_cannot_start_a_second_job_and_an_unwritable_folder_is_an_er
 def test_a_data_source_that_does_not_exist_is_refused_at_start(artifacts, monkeypatch):
     missing = str(artifacts / "no-such-data")
     monkeypatch.setenv("CIFAR10_DATA", missing)  # the app was started with a wrong data path
-    before = training.current_job()
     at = open_page("pages/train.py")
     assert widget(at.selectbox, "Data source").value == missing
     widget(at.number_input, "Epochs").set_value(1)
     widget(at.button, "Start training").click().run()
     assert not at.exception
     assert "does not exist" in texts(at.error)
-    assert training.current_job() is before and runs.list_runs() == []  # no job, no run folder
+    assert runs.list_runs() == [] and trainer_lock.holder() is None  # no job, no run folder, the machine free
 
 
 def test_a_failed_job_shows_its_error(artifacts, monkeypatch):
@@ -279,7 +280,7 @@ def test_a_failed_job_shows_its_error(artifacts, monkeypatch):
     at = open_page("pages/train.py")
     widget(at.number_input, "Epochs").set_value(1)
     widget(at.button, "Start training").click().run()
-    job = training.current_job()
+    job = newest_run()
     assert job.join(60)
     at.run()
     assert not at.exception
@@ -294,8 +295,8 @@ def test_resume_extends_a_finished_run(with_run):
     widget(at.number_input, "Train up to epoch").set_value(2)
     widget(at.button, "Resume").click().run()
     assert not at.exception and not at.error, texts(at.error)
-    job = training.current_job()
-    assert job.run_id == with_run
+    job = WatchedRun(with_run)
+    assert "resuming run" in (trainer_lock.holder() or {}).get("what", "") or job.snapshot().is_active
     assert job.join(120)
     assert job.snapshot().status == "completed", job.snapshot().error
     assert runs.load_run(with_run).epochs_done == 2
@@ -407,7 +408,7 @@ def test_runs_names_tags_and_annotates_a_run_and_filters_by_them(with_run, artif
 
 
 def test_runs_refuses_to_delete_the_run_in_training(artifacts):
-    job = training.start_job(TrainConfig(epochs=50, **QUICK))
+    job = start_job(TrainConfig(epochs=50, **QUICK))
     at = open_page("pages/runs.py")
     assert widget(at.selectbox, "Run").value == job.run_id
     at.checkbox[0].check().run()
@@ -488,7 +489,7 @@ def test_train_preset_control_fills_the_form_and_the_run_records_the_preset(arti
         widget(at.number_input, f"Width {i}").set_value(width)
     widget(at.button, "Start training").click().run()
     assert not at.exception and not at.error, texts(at.error)
-    job = training.current_job()
+    job = newest_run()
     assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
     saved = json.loads((job.run_dir / "config.json").read_text())
     assert saved["preset"] == "fast" and saved["architecture"] == "airbench" and saved["widths"] == [8, 16, 16]

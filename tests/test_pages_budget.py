@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cifar_core import training
+from job_helpers import newest_run
 from cifar_core.planning import probe as probing, table
 from cifar_core.planning.probe import Candidate
 from test_pages import open_page, texts, widget
@@ -71,7 +71,7 @@ def test_a_budget_shows_the_plan_and_the_run_records_it(measured, artifacts):
     assert "Plan:" in texts(at.success)
     widget(at.button, "Start training").click().run()
     assert not at.exception and not at.error, texts(at.error)
-    job = training.current_job()
+    job = newest_run()
     assert job.join(180) and job.snapshot().status == "completed", job.snapshot().error
     recorded = json.loads((job.run_dir / "plan.json").read_text())
     config = json.loads((job.run_dir / "config.json").read_text())

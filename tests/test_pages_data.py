@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar_core import runs, training
+from cifar_core import runs
+from job_helpers import start_job
 from cifar_core.config import TrainConfig
 from cifar_core.data import CLASS_NAMES, get_dataset, make_synthetic
 from cifar_core.data.duplicates import DEFAULT_THRESHOLD, nearest_train
@@ -88,7 +89,7 @@ def test_near_duplicates_and_a_runs_accuracy_without_them_on_an_image_folder(art
     data = get_dataset(str(folder))
     planted = nearest_train(data.x_train, data.x_test)
     assert planted.below(DEFAULT_THRESHOLD).sum() == 1  # the page must find exactly this one
-    job = training.start_job(TrainConfig(data=str(folder), epochs=1, batch_size=32))
+    job = start_job(TrainConfig(data=str(folder), epochs=1, batch_size=32))
     assert job.join(180) and job.snapshot().status == "completed", job.snapshot().error
 
     at = open_page(DATA_PAGE)

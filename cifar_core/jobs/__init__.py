@@ -89,6 +89,7 @@ def start(config: TrainConfig, *, name: str = "", tags: Any = (), plan: Optional
     config = config.replace(data=resolve_source(config.data))
     locate_source(config.data)  # a typo or an empty folder is refused before the lock or a run folder
     runs.clean_meta(name=name, tags=tags)
+    runs.check_writable(runs.runs_dir())  # an unwritable or full artifacts folder: refused before the lock
     began = time.monotonic()
     lock = lock or trainer_lock.take("starting a training run")
     claim: Optional[runs.Claim] = None
@@ -126,14 +127,14 @@ def resume(run_id: str, *, epochs: Optional[int] = None, lock: Optional[TrainerL
     """
     from cifar_core import training
 
-    began = time.monotonic()
+    began, asked = time.monotonic(), time.time()
     lock = lock or trainer_lock.take(f"resuming run {run_id}", run_id=run_id)
     try:
         job = training.resume_job(run_id, epochs=epochs)  # every check, under the run's claim
         claim = job.claim
         try:
             lock.describe(f"resuming run {run_id}", run_id=run_id)
-            args = ["resume", run_id] + ([] if epochs is None else ["--epochs", str(epochs)])
+            args = ["resume", run_id, "--stops-since", repr(asked)] + ([] if epochs is None else ["--epochs", str(epochs)])
             process = _spawn(args, lock, claim, job.run_dir, bound)
         finally:
             claim.release()

@@ -35,6 +35,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--lock-fd", type=int, required=True)
     parser.add_argument("--claim-fd", type=int, required=True)
     parser.add_argument("--parent", type=int, default=None)
+    parser.add_argument("--stops-since", type=float, default=None, help="a resume: stop requests from this time on count")
     args = parser.parse_args(argv)
 
     from cifar_core import jobs, runs, trainer_lock
@@ -70,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     raise runs.RunError(f"run {run.run_id} is broken ({run.broken})")
                 job = training.new_job(run.config, run_dir=run_dir, claim=claim)
             else:
-                job = training.resume_job(args.target, epochs=args.epochs, claim=claim)
+                job = training.resume_job(args.target, epochs=args.epochs, claim=claim, stops_since=args.stops_since)
         except Exception as exc:  # a new run's folder says why it never trained; a resume's is as it was
             if args.kind == "new":
                 runs.update_status(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}")

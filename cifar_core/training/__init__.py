@@ -46,8 +46,11 @@ class TrainingJob:
                  history: Optional[dict[str, list[float]]] = None, initial_epoch: int = 0,
                  resume_from: Optional[Path] = None, callbacks: Sequence[Any] = (),
                  budget_seconds: Optional[float] = None, claim: Optional[runs.Claim] = None,
-                 takeover: Optional[dict[str, Any]] = None):
+                 takeover: Optional[dict[str, Any]] = None, stops_since: Optional[float] = None):
         self.config = config
+        # Stop requests in the run folder count from this time on (an earlier session's does not
+        # stop a resume); a new run's folder is new, so every request counts.
+        self.stops_since = (0.0 if takeover is None else time.time()) if stops_since is None else stops_since
         # a time budget's run is paced to end on time (planning/pacing.py); its report ends in plan.json
         self.budget_seconds = budget_seconds
         self.pacing: Optional[dict[str, Any]] = None
@@ -357,9 +360,11 @@ def new_job(config: TrainConfig, *, dataset: Optional[Dataset] = None, name: str
 
 
 def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Optional[int] = None,
-               claim: Optional[runs.Claim] = None) -> TrainingJob:
+               claim: Optional[runs.Claim] = None, stops_since: Optional[float] = None) -> TrainingJob:
     """A job that continues a stopped, interrupted or finished run from its last saved model,
-    curves continuing, ready to `run`; `claim`: the run's claim when a launcher took it.
+    curves continuing, ready to `run`; `claim`: the run's claim when a launcher took it;
+    `stops_since`: stop requests from this time on stop it (default: from now; a launcher passes
+    the time it was asked, so a Stop pressed while the job process starts is not lost).
 
     Nothing in the run folder changes until training really begins (data and model ready, no Stop):
     a refusal here, a Stop or a failure while preparing leaves the run exactly as it was.
@@ -372,7 +377,10 @@ def resume_job(run_id: str, *, dataset: Optional[Dataset] = None, epochs: Option
         return TrainingJob(dataset=dataset, **distributed.worker_resume(run_id, epochs))
     claim = claim or runs.claim_run(runs.run_path(run_id))  # refused while another process trains it
     try:
-        return _prepare_resume(run_id, claim, dataset, epochs)
+        job = _prepare_resume(run_id, claim, dataset, epochs)
+        if stops_since is not None:
+            job.stops_since = stops_since
+        return job
     except BaseException:
         claim.release()
         raise

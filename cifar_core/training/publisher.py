@@ -83,8 +83,20 @@ def request_stop(run_dir: Path) -> None:
     runs.write_json(run_dir / STOP_FILE, {"requested_at": time.time(), "by": f"{socket.gethostname()}:{os.getpid()}"})
 
 
-def stop_requested(run_dir: Path) -> bool:
-    return (run_dir / STOP_FILE).exists()
+def stop_requested(run_dir: Path, since: float = 0.0) -> bool:
+    """Whether a stop was asked for at or after `since` (an older request was meant for an earlier
+    session of the run: a resume is not stopped by it)."""
+    path = run_dir / STOP_FILE
+    try:
+        requested = path.stat().st_mtime
+    except OSError:
+        return False
+    try:
+        record = runs.read_json(path)
+        requested = float(record.get("requested_at", requested)) if isinstance(record, dict) else requested
+    except (runs.RunError, TypeError, ValueError):
+        pass  # half a request, or a hand-made file: its time on disk stands
+    return requested >= since
 
 
 def active_runs() -> list[runs.Run]:
@@ -103,7 +115,6 @@ class Publisher:
         self.failures = 0  # writes that failed (a full disk): the job goes on, watchers see it stale
 
     def start(self) -> None:
-        (self._job.run_dir / STOP_FILE).unlink(missing_ok=True)  # an old request must not stop a resume
         self._thread.start()
 
     def publish_now(self) -> None:
@@ -124,7 +135,7 @@ class Publisher:
             if time.monotonic() >= next_publish:
                 self._publish()
                 next_publish = time.monotonic() + self._period
-            if stop_requested(self._job.run_dir):
+            if stop_requested(self._job.run_dir, self._job.stops_since):
                 self._job.stop()
             if self._done.wait(min(STOP_POLL_SECONDS, self._period)):
                 return
