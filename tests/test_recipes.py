@@ -7,11 +7,12 @@ import pytest
 
 from cifar_core.insight import evaluation
 from cifar_core.recipes import presets
-from cifar_core import recipes as recipe, runs, training
+from cifar_core import recipes as recipe, runs
 from cifar_core.cli import build_parser, config_from_args
 from cifar_core.config import ARCHITECTURES, TrainConfig
 from cifar_core.data import make_synthetic
 from cifar_core.models import build_model, build_network, register_custom_objects
+from job_helpers import resume_job, start_job
 
 SMALL = dict(data="synthetic", train_subset=None, test_subset=None)
 
@@ -27,7 +28,7 @@ def small_preset(name: str, **extra) -> TrainConfig:
 @pytest.mark.parametrize("name", list(presets.PRESETS))
 def test_each_preset_trains_one_short_epoch_through_the_real_job(artifacts, tiny_data, name):
     config = small_preset(name)
-    job = training.start_job(config, dataset=tiny_data)
+    job = start_job(config, dataset=tiny_data)
     assert job.join(240)
     snap = job.snapshot()
     assert snap.status == "completed", snap.error
@@ -173,11 +174,11 @@ def test_resume_continues_the_optimizer_and_schedule(artifacts):
     config = TrainConfig(architecture="airbench", widths=(8, 16, 16), epochs=3, batch_size=64, optimizer="sgd",
                          momentum=0.85, learning_rate=0.2, lr_schedule="onecycle", warmup_epochs=0.5,
                          weight_averaging="lookahead", label_smoothing=0.2, augment="flip", data="synthetic")
-    whole = training.start_job(config, dataset=data)
+    whole = start_job(config, dataset=data)
     assert whole.join(240) and whole.snapshot().status == "completed", whole.snapshot().error
     uninterrupted = runs.load_run(whole.run_id).history
 
-    job = training.start_job(config, dataset=data)
+    job = start_job(config, dataset=data)
     deadline = time.monotonic() + 240
     while runs.load_run(job.run_id).epochs_done < 1 or not (job.run_dir / "checkpoint.keras").exists():
         assert time.monotonic() < deadline and job.is_alive, "epoch 1 never completed"
@@ -191,7 +192,7 @@ def test_resume_continues_the_optimizer_and_schedule(artifacts):
     checkpoint = keras.saving.load_model(job.run_dir / "checkpoint.keras", safe_mode=True)
     done = stopped.epochs_done
     assert int(checkpoint.optimizer.iterations) == done * 10  # 640 / 64 steps per epoch
-    resumed_job = training.resume_job(job.run_id, dataset=data)
+    resumed_job = resume_job(job.run_id, dataset=data)
     assert resumed_job.join(240) and resumed_job.snapshot().status == "completed", resumed_job.snapshot().error
     resumed = runs.load_run(job.run_id)
     assert len(resumed.history["loss"]) == 3
@@ -222,7 +223,7 @@ def test_early_stopping_ends_with_the_best_epochs_weights(artifacts):
     best epoch at the end: the final model scores exactly that epoch's validation accuracy."""
     config = TrainConfig(epochs=4, early_stopping_patience=1, data="synthetic", train_subset=300, test_subset=100,
                          batch_size=32)
-    job = training.start_job(config)
+    job = start_job(config)
     assert job.join(240)
     snap = job.snapshot()
     assert snap.status == "completed", snap.error
@@ -237,16 +238,18 @@ def _stop_at(at_epoch: int, at_batch=None):
     import keras
 
     class StopAt(keras.callbacks.Callback):
+        job = None  # the job it stops, set once the job is made (start_job's on_created)
+
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
             if at_batch is not None and (self.epoch, batch) == (at_epoch, at_batch):
-                training.current_job().stop()
+                self.job.stop()
 
         def on_epoch_end(self, epoch, logs=None):
             if at_batch is None and epoch == at_epoch:
-                training.current_job().stop()
+                self.job.stop()
 
     return StopAt()
 
@@ -256,7 +259,8 @@ def test_a_stopped_ema_run_saves_and_scores_the_averaged_weights(artifacts, tiny
     import keras
 
     config = TrainConfig(epochs=3, weight_averaging="ema", batch_size=32, data="synthetic")
-    job = training.start_job(config, dataset=tiny_data, callbacks=[_stop_at(1, 4)])
+    stopper = _stop_at(1, 4)
+    job = start_job(config, dataset=tiny_data, callbacks=[stopper], on_created=lambda j: setattr(stopper, "job", j))
     assert job.join(240) and job.snapshot().status == "stopped", job.snapshot().error
     register_custom_objects()
     saved = keras.saving.load_model(job.run_dir / "model.keras", safe_mode=True)  # with its optimizer's averages
@@ -294,7 +298,8 @@ def test_a_resumed_lookahead_run_starts_from_the_slow_weights_saved_with_its_che
     data = make_synthetic(624, 100, seed=3)  # 13 steps of 48: epoch 1 ends 3 steps after a lookahead step
     config = TrainConfig(architecture="airbench", widths=(8, 16, 16), epochs=3, batch_size=48, optimizer="sgd",
                          learning_rate=0.2, weight_averaging="lookahead", data="synthetic")
-    job = training.start_job(config, dataset=data, callbacks=[_stop_at(0)])
+    stopper = _stop_at(0)
+    job = start_job(config, dataset=data, callbacks=[stopper], on_created=lambda j: setattr(stopper, "job", j))
     assert job.join(240) and job.snapshot().status == "stopped", job.snapshot().error
     with np.load(job.run_dir / recipe.LOOKAHEAD_FILE, allow_pickle=False) as f:
         step, saved = int(f["step"]), [f[f"slow_{i}"] for i in range(len(f.files) - 1)]
@@ -306,9 +311,9 @@ def test_a_resumed_lookahead_run_starts_from_the_slow_weights_saved_with_its_che
 
     def resume() -> dict:
         ref, seen = {}, {}
-        ref["job"] = resumed = training.resume_job(job.run_id, dataset=data)
         # read by the trainer when it builds fit's callbacks, after loading data and the checkpoint
-        resumed.extra_callbacks.append(_slow_weights_probe(ref, seen))
+        resumed = resume_job(job.run_id, dataset=data, on_created=lambda j: (
+            ref.update(job=j), j.extra_callbacks.append(_slow_weights_probe(ref, seen))))
         assert resumed.join(240) and resumed.snapshot().status == "stopped", resumed.snapshot().error
         assert seen, "the probe never ran: the trainer built its callbacks before the test added it"
         return seen
@@ -331,7 +336,7 @@ def test_a_label_smoothing_runs_test_loss_is_its_val_loss_wherever_it_is_measure
 
     config = TrainConfig(epochs=1, label_smoothing=0.2, data="synthetic", train_subset=600, test_subset=200,
                          batch_size=32)
-    job = training.start_job(config)
+    job = start_job(config)
     assert job.join(180) and job.snapshot().status == "completed", job.snapshot().error
     run = runs.load_run(job.run_id)
     val_loss = run.history["val_loss"][-1]
