@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from cifar_core import recipes as recipe, training
+from cifar_core import recipes as recipe
 from cifar_core.config import TrainConfig
+from job_helpers import start_job
 from cifar_core.models.keras_private import optimizer_schedule
 from cifar_core.recipes.schedules import WarmupSchedule
 from cifar_core.planning import pacing
@@ -56,7 +57,7 @@ def test_a_budgeted_run_slower_than_its_plan_ends_on_time_annealed(artifacts):
     config = TrainConfig(data="synthetic", train_subset=640, test_subset=64, batch_size=32, epochs=30,
                          lr_schedule="onecycle", warmup_epochs=0, learning_rate=0.002, lr_end_factor=0.0)
     plan = {"budget_seconds": 3.0, "chosen": {"label": "too long on purpose", "predicted_seconds": 3.0}}
-    job = training.start_job(config, plan=plan)
+    job = start_job(config, plan=plan)
     assert job.join(300)
     snap = job.snapshot()
     assert snap.status == "completed", snap.error
@@ -80,7 +81,7 @@ def test_the_pacer_ends_where_the_budget_runs_out_on_a_clock_it_is_given(artifac
     monkeypatch.setattr(pacing, "clock", lambda: next(ticks) * 0.05)  # one tick per batch end or epoch start
     config = TrainConfig(data="synthetic", train_subset=640, test_subset=64, batch_size=32, epochs=30,
                          lr_schedule="onecycle", warmup_epochs=0, learning_rate=0.002, lr_end_factor=0.0)
-    job = training.start_job(config, plan={"budget_seconds": 2.0, "chosen": {"label": "paced"}})
+    job = start_job(config, plan={"budget_seconds": 2.0, "chosen": {"label": "paced"}})
     assert job.join(300) and job.snapshot().status == "completed", job.snapshot().error
     pacing_record = json.loads((job.run_dir / "plan.json").read_text())["outcome"]["pacing"]
     assert 40 - pacing.CHECK_EVERY <= pacing_record["steps"] <= 40 + pacing.CHECK_EVERY, pacing_record

@@ -24,6 +24,7 @@ from cifar_core.insight import evaluation
 from cifar_core import runs, training
 from cifar_core.runs import store
 from cifar_core.config import TrainConfig
+from job_helpers import resume_job, start_job
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(architecture="airbench", widths=(8, 16, 16), batch_size=32, data="synthetic")  # ~0.25 MB checkpoints
@@ -134,7 +135,7 @@ def test_disk_full_by_fault_injection_fails_the_job_and_keeps_the_last_checkpoin
                                                                                     monkeypatch):
     print("disk-full mode: fault injection (ENOSPC from model.save and the run store's writes)")
     disk = InjectedFullDisk(monkeypatch, fill_at=2)  # the second checkpoint (epoch 2) fills it
-    job = training.start_job(TrainConfig(epochs=3, **SMALL), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=3, **SMALL), dataset=tiny_data)
     assert job.join(120)
     error = assert_failed_as_disk_full(job)
     assert "while saving checkpoint.keras;" in error
@@ -206,7 +207,7 @@ def test_disk_full_on_a_real_filesystem_fails_the_job_and_the_run_resumes_once_f
         return current
 
     monkeypatch.setattr(runs, "update_status", update_status)
-    job = training.start_job(TrainConfig(epochs=3, **SMALL), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=3, **SMALL), dataset=tiny_data)
     assert job.join(120)
     assert filled, "the disk was never filled"
     error = assert_failed_as_disk_full(job)
@@ -220,7 +221,7 @@ def test_disk_full_on_a_real_filesystem_fails_the_job_and_the_run_resumes_once_f
     assert_runs_page_shows(job.run_id, error)
 
     filled[0].unlink()  # space freed: the run continues from its last whole epoch
-    resumed = training.resume_job(job.run_id, dataset=tiny_data)
+    resumed = resume_job(job.run_id, dataset=tiny_data)
     assert resumed.join(120) and resumed.snapshot().status == "completed", resumed.snapshot().error
     run = runs.load_run(job.run_id)
     assert run.status == "completed" and run.epochs_done == 3 and run.metrics["test_accuracy"] > 0

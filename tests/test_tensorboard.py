@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cifar_core import runs, training
+from cifar_core import runs
 from cifar_core.config import TrainConfig
+from job_helpers import resume_job, start_job
 from cifar_core.training.progress import TENSORBOARD_BATCH_EVERY, TENSORBOARD_DIR
 
 QUICK = dict(batch_size=32, data="synthetic")
@@ -32,9 +33,9 @@ def read_events(folder: Path) -> tuple[dict[str, dict[int, float]], int]:
 
 @pytest.mark.heavy
 def test_a_run_and_its_resume_write_tensorboard_scalars_and_one_graph(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)  # 19 batches per epoch
+    job = start_job(TrainConfig(epochs=2, **QUICK), dataset=tiny_data)  # 19 batches per epoch
     assert job.join(120) and job.snapshot().status == "completed"
-    resumed = training.resume_job(job.run_id, dataset=tiny_data, epochs=3)
+    resumed = resume_job(job.run_id, dataset=tiny_data, epochs=3)
     assert resumed.join(120) and resumed.snapshot().status == "completed"
     run = runs.load_run(job.run_id)
     board = run.path / TENSORBOARD_DIR
@@ -52,7 +53,7 @@ def test_a_run_and_its_resume_write_tensorboard_scalars_and_one_graph(artifacts,
 
 
 def test_a_stopped_run_keeps_its_events(artifacts, tiny_data):
-    job = training.start_job(TrainConfig(epochs=50, **QUICK), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=50, **QUICK), dataset=tiny_data)
     import time
 
     end = time.monotonic() + 120
