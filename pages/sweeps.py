@@ -9,7 +9,7 @@ from cifar_core import charts, data
 from cifar_core.recipes import presets
 from cifar_core.sweeps import studies
 from cifar_core.sweeps.runner import runner
-from cifar_core.sweeps.storage import SweepError, describe
+from cifar_core.sweeps.storage import SweepError, describe_for_viewers
 from cifar_ui import access, nav, sweeps, widgets
 
 nav.require_entry(nav.SWEEPS)
@@ -17,7 +17,7 @@ nav.require_entry(nav.SWEEPS)
 REFRESH_SECONDS = 5.0  # trials take minutes: a slow refresh keeps up
 
 st.title("Sweeps")
-st.caption(f"Studies live in {describe(None)}. Several workers (this server, `python -m cifar_core sweep run NAME` "
+st.caption(f"Studies live in {describe_for_viewers()}. Several workers (this server, `python -m cifar_core sweep run NAME` "
            "elsewhere) share a sweep's trials; each trial is an ordinary run, named after the sweep.")
 allowed, viewer = access.can_act(), access.read_only()
 locked = access.locked_reason() or None
@@ -34,6 +34,9 @@ def open_run_link(run_id: Optional[str]) -> None:
 
 def new_sweep_form(first: bool) -> None:
     with st.expander("New sweep", icon=":material/add:", expanded=first):
+        # outside the form: the sampler decides whether the form asks for a trial count
+        sampler = st.selectbox("Sampler", studies.SAMPLERS, key="cifar_new_sweep_sampler",
+                               help="grid: every combination of the choices once (choices only).")
         with st.form("new_sweep"):
             c1, c2 = st.columns(2)
             name = c1.text_input("Sweep name", placeholder="e.g. lr-smoothing")
@@ -45,12 +48,16 @@ def new_sweep_form(first: bool) -> None:
                                       "(widths: 16/64/64,32/128/128).")
             c1, c2, c3 = st.columns(3)
             epochs = c1.number_input("Epochs per trial", min_value=1, max_value=1000, value=4)
-            trials = c2.number_input("Trials", min_value=1, max_value=10_000, value=12)
+            if sampler == "grid":  # each point once: the grid's size is the count
+                trials = None
+                c2.caption("Trials: one per point of the grid (the choices' combinations), counted from the "
+                           "space when the sweep is created.")
+            else:
+                trials = c2.number_input("Trials", min_value=1, max_value=10_000, value=12)
             minutes = c3.number_input("Time limit (minutes, 0: none)", min_value=0.0, value=0.0, step=10.0)
-            c1, c2, c3 = st.columns(3)
-            sampler = c1.selectbox("Sampler", studies.SAMPLERS)
-            pruner = c2.selectbox("Pruner", studies.PRUNERS)
-            objective = c3.selectbox("Objective", studies.OBJECTIVES,
+            c1, c2 = st.columns(2)
+            pruner = c1.selectbox("Pruner", studies.PRUNERS)
+            objective = c2.selectbox("Objective", studies.OBJECTIVES,
                                      help="accuracy-and-time: also fewer training seconds (the Pareto front).")
             c1, c2, c3 = st.columns(3)
             source = c1.text_input("Data source", value=data.resolve_source())
@@ -67,7 +74,7 @@ def new_sweep_form(first: bool) -> None:
                 if base.warmup_epochs > base.epochs:
                     base = base.replace(warmup_epochs=round(presets.WARMUP_SHARE * base.epochs, 3))
                 sweep = studies.create(studies.define(
-                    name.strip(), [line for line in space.splitlines() if line.strip()], base, trials=int(trials),
+                    name.strip(), [line for line in space.splitlines() if line.strip()], base, trials=None if trials is None else int(trials),
                     minutes=minutes or None, sampler=sampler, pruner=pruner, objective=objective))
                 if start_here:
                     runner().work_on(sweep.name)
@@ -85,23 +92,33 @@ def queue_section() -> None:
     except SweepError as exc:
         st.error(str(exc), icon=":material/error:")
         return
-    rows = [r for r in studies.trial_rows(sweep, study) if r["state"] != "removed"]
+    note = st.session_state.pop("cifar_queue_note", None)
+    if note:
+        st.info(note, icon=":material/stop:")
+    try:
+        rows = [r for r in studies.trial_rows(sweep, study) if r["state"] != "removed"]
+    except SweepError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
     if not rows:
         st.caption("Empty. On Train, **Add to queue** puts a configured run here; this server trains queued "
                    "runs one after another whenever its trainer is free (`python -m cifar_core queue add ...` "
                    "from a terminal).")
         return
     st.dataframe(sweeps.trials_frame(rows), hide_index=True)
-    waiting = [r["trial"] for r in rows if r["state"] == "waiting"]
-    if waiting and not viewer:
+    open_runs = [r["trial"] for r in rows if r["state"] in ("waiting", "running")]
+    if open_runs and not viewer:
         c1, c2 = st.columns([1, 3])
-        number = c1.selectbox("Waiting run", waiting, format_func=lambda n: f"#{n}", label_visibility="collapsed")
-        if c2.button("Remove from queue", icon=":material/remove:", disabled=not allowed, help=locked) and allowed:
+        number = c1.selectbox("Queued run", open_runs, format_func=lambda n: f"#{n}", label_visibility="collapsed")
+        if c2.button("Remove from queue", icon=":material/remove:", disabled=not allowed,
+                     help=locked or "A waiting run never starts; a running one is stopped by its worker.") and allowed:
             try:
-                studies.remove(int(number))
+                was = studies.remove(int(number))
             except SweepError as exc:
                 st.error(str(exc), icon=":material/error:")
             else:
+                if was == "running":
+                    st.session_state["cifar_queue_note"] = f"Run #{number} was running: its worker stops it."
                 st.rerun()
 
 
@@ -113,7 +130,11 @@ def sweep_section(name: str) -> None:
         except SweepError as exc:
             st.error(str(exc), icon=":material/error:")
             return
-        rows = studies.trial_rows(sweep, study)
+        try:
+            rows = studies.trial_rows(sweep, study)
+        except SweepError as exc:
+            st.error(str(exc), icon=":material/error:")
+            return
         here = name in runner().sweeps
         st.markdown(f"**{studies.summary(sweep, rows)}**")
         st.caption(f"Searching {', '.join(d.spec for d in sweep.space)} with {sweep.sampler}, pruner {sweep.pruner}; "
@@ -154,10 +175,13 @@ def sweep_section(name: str) -> None:
 
 
 try:
-    known = studies.names()  # one read of the storage per run of the page
+    listed = studies.load_all()  # one read of the storage per run of the page
 except SweepError as exc:
     st.error(str(exc), icon=":material/error:")
-    known = []
+    listed = []
+for broken in (s for s in listed if isinstance(s, studies.Broken)):
+    st.warning(f"{broken.reason}; skipped.", icon=":material/warning:")
+known = [s.name for s in listed if isinstance(s, studies.Sweep)]
 if not viewer:
     new_sweep_form(first=not known)
 if known:

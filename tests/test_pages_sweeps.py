@@ -92,7 +92,7 @@ def test_add_to_queue_from_train_lists_on_sweeps_and_removes(artifacts):
     widget(at.text_input, "Run name").set_value("queued one")
     widget(at.button, "Add to queue").click().run()
     assert not at.exception and not at.error, texts(at.error)
-    assert "Queued as #0" in texts(at.success)
+    assert "Queued as #1" in texts(at.success)
     sweeps_page = open_page("pages/sweeps.py")
     queue = sweeps_page.dataframe[-1].value
     assert list(queue["state"]) == ["waiting"] and list(queue["name"]) == ["queued one"]

@@ -97,7 +97,7 @@ def test_sweep_create_refuses_bad_input_in_one_line_before_any_trial(artifacts, 
 
 def test_a_database_written_by_another_optuna_version_is_named(artifacts, tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    open_storage(url)  # creates Optuna's tables
+    optuna.storages.RDBStorage(url)  # creates Optuna's tables (open_storage would keep this one for the process)
     with sqlite3.connect(tmp_path / "old.db") as db:
         db.execute("UPDATE alembic_version SET version_num = 'v0.9.0.a'")
     code, out, err = run_cli(["sweep", "list", "--storage", url], capsys)
@@ -162,13 +162,13 @@ def test_a_killed_workers_trial_is_retried_by_another_worker(artifacts, capsys):
     # the queue is a study too: kill its worker mid-run, and the next worker (a restarted server,
     # another terminal) trains that run again
     code, out, err = run_cli(["queue", "add", "--preset", "fast", "--epochs", "40", "--name", "long", *TINY], capsys)
-    assert code == 0 and "queued as #0" in out, err
+    assert code == 0 and "queued as #1" in out, err
     first = worker_process("queue", "run", env_artifacts=artifacts)
     started = _wait_for_running_trial(studies.QUEUE)
     first.send_signal(signal.SIGKILL)
     first.wait(30)
     code, out, err = run_cli(["queue", "list"], capsys)
-    assert "#0: state running" in out  # nobody has noticed yet
+    assert "#1: state running" in out  # nobody has noticed yet
     # the next worker finds the dead trial and trains it again (40 short epochs: stopped once seen)
     second = worker_process("queue", "run", env_artifacts=artifacts)
     retried = None
@@ -225,11 +225,11 @@ def test_the_queue_adds_lists_removes_and_survives_a_new_process(artifacts, caps
         code, out, err = run_cli(["queue", "add", "--epochs", "1", "--name", name, *TINY], capsys)
         assert code == 0, err
     code, out, err = run_cli(["queue", "list"], capsys)
-    assert "#0: state waiting, name first" in out and "#1: state waiting, name second" in out
-    code, out, err = run_cli(["queue", "remove", "0"], capsys)
+    assert "#1: state waiting, name first" in out and "#2: state waiting, name second" in out
+    code, out, err = run_cli(["queue", "remove", "1"], capsys)
     assert code == 0
-    code, out, err = run_cli(["queue", "remove", "0"], capsys)
-    assert code == 1 and "no waiting run #0" in err
+    code, out, err = run_cli(["queue", "remove", "1"], capsys)
+    assert code == 1 and "#1 is already removed" in err
     # a new process (what a restarted server is) sees the queue as it was left, and trains it
     done = subprocess.run([sys.executable, "-m", "cifar_core", "queue", "run"], cwd=ROOT, capture_output=True,
                           text=True, env={**os.environ, "CIFAR_ARTIFACTS_DIR": str(artifacts)}, timeout=240)
@@ -238,7 +238,7 @@ def test_the_queue_adds_lists_removes_and_survives_a_new_process(artifacts, caps
     assert len(trained) == 1 and trained[0].status == "completed" and "queue" in trained[0].tags
     assert not [r for r in runs.list_runs() if r.name == "first"]
     code, out, err = run_cli(["queue", "list"], capsys)
-    assert "#1: state complete, name second" in out and "first" not in out
+    assert "#2: state complete, name second" in out and "first" not in out
 
 
 @pytest.mark.skipif(not os.environ.get("CIFAR_TEST_POSTGRES_URL"),

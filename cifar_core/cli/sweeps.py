@@ -42,8 +42,8 @@ def add_commands(sub, add_config_options: Callable[[argparse.ArgumentParser], No
     a.add_argument("--name", default="", help="the run's name")
     a.add_argument("--tag", dest="tags", action="append", default=[], help="a tag for the run; repeat for more")
     qs.add_parser("list", help="waiting, running and finished queued runs")
-    r = qs.add_parser("remove", help="take a waiting run off the queue")
-    r.add_argument("number", type=int)
+    r = qs.add_parser("remove", help="take a run off the queue (a running one is stopped by its worker)")
+    r.add_argument("number", type=int, help="its number in `queue list`")
     qs.add_parser("run", help="train the queued runs here until the queue is empty")
     for parser in (c, a, r, *(ss.choices[n] for n in ("run", "status", "stop", "list")),
                    *(qs.choices[n] for n in ("list", "run"))):
@@ -99,9 +99,12 @@ def sweep_command(args: argparse.Namespace, out: TextIO, config_from_args) -> in
         print(f"sweep {sweep.name}: {', '.join(d.spec for d in sweep.space)}; objective {sweep.objective} "
               f"({sweep.metric}); start workers with `python -m cifar_core sweep run {sweep.name}`", file=out)
         return 0
-    if cmd == "list":
-        for name in studies.names(args.storage):
-            sweep, study = studies.load(name, args.storage)
+    if cmd == "list":  # a sweep this version cannot read is one line, and the list goes on
+        for listed in studies.load_all(args.storage):
+            if isinstance(listed, studies.Broken):
+                print(listed.reason, file=out)
+                continue
+            sweep, study = studies.load(listed.name, args.storage)
             print(studies.summary(sweep, studies.trial_rows(sweep, study)), file=out)
         return 0
     if cmd == "stop":
@@ -127,8 +130,9 @@ def queue_command(args: argparse.Namespace, out: TextIO, config_from_args) -> in
               f"`python -m cifar_core queue run`", file=out)
         return 0
     if cmd == "remove":
-        studies.remove(args.number, args.storage)
-        print(f"removed #{args.number} from the queue", file=out)
+        was = studies.remove(args.number, args.storage)
+        print(f"removed #{args.number} from the queue" + ("; its worker stops the run" if was == "running" else ""),
+              file=out)
         return 0
     if cmd == "list":
         sweep, study = studies.load(studies.QUEUE, args.storage)
