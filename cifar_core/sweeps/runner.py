@@ -23,6 +23,7 @@ class Runner:
         self.sweeps: list[str] = []  # sweeps this server works on, in the order they were started
         self.last_error: Optional[str] = None
         self.log: list[str] = []
+        self.rounds = 0  # times the loop has looked for work (tests wait for it to have idled)
 
     def start(self) -> None:
         with self._lock:
@@ -63,7 +64,7 @@ class Runner:
         """One trial of `name` if it has one: 1; 0 when it had none or failed to run; None when the
         sweep is over for this server (done, stopped, or it cannot be read)."""
         try:
-            did = worker.run_worker(name, stop=self._stop, max_trials=1, log=self._note)
+            did = worker.run_worker(name, stop=self._stop, max_trials=1, watch_running=False, log=self._note)
             self.last_error = None
             return did or (0 if name == studies.QUEUE else None)
         except SweepError as exc:  # an unreadable sweep (another version) or an unreachable storage
@@ -84,6 +85,7 @@ class Runner:
                 did = self._one(name)
                 if did is None:  # done, stopped, over its time or unreadable: nothing more to do here
                     self.leave(name)
+            self.rounds += 1
             if not did:
                 self._stop.wait(POLL_SECONDS)
 

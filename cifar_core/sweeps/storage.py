@@ -152,7 +152,7 @@ def open_storage(url: Optional[str] = None, *, heartbeat_seconds: Optional[float
     """
     chosen = url or os.environ.get(STORAGE_ENV) or ""
     where = chosen if DATABASE_URL.match(chosen) else str(_journal_path(chosen))
-    return _open(where, _setting(heartbeat_seconds, HEARTBEAT_ENV, HEARTBEAT_SECONDS),
+    return _open(where, _journal_identity(where), _setting(heartbeat_seconds, HEARTBEAT_ENV, HEARTBEAT_SECONDS),
                  _setting(grace_seconds, GRACE_ENV, GRACE_SECONDS),
                  MAX_RETRY if max_retry is None else max_retry)
 
@@ -168,8 +168,23 @@ def _setting(given: Optional[float], env: str, default: float) -> float:
         return default
 
 
+def _journal_identity(where: str) -> Optional[int]:
+    """The journal file's inode, making the file if it is missing (None for a database): a journal
+    deleted and made again gets a fresh storage, not one that replayed lines the new file lacks."""
+    if DATABASE_URL.match(where):
+        return None
+    path = Path(where)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+        return path.stat().st_ino
+    except OSError as exc:
+        raise SweepError(f"cannot use the sweep journal {path}: {exc.strerror or exc}") from None
+
+
 @functools.lru_cache(maxsize=64)
-def _open(where: str, heartbeat_seconds: float, grace_seconds: float, max_retry: int) -> Any:
+def _open(where: str, identity: Optional[int], heartbeat_seconds: float, grace_seconds: float,
+          max_retry: int) -> Any:
     """The storage behind open_storage, made once per process for each argument tuple (a failure is
     not cached: the next call tries again)."""
     import optuna
@@ -178,7 +193,6 @@ def _open(where: str, heartbeat_seconds: float, grace_seconds: float, max_retry:
     if not DATABASE_URL.match(where):
         path = Path(where)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             return _journal_heartbeat_class()(optuna.storages.journal.JournalFileBackend(str(path)),
                                               heartbeat_seconds=heartbeat_seconds, grace_seconds=grace_seconds,
                                               max_retry=max_retry)

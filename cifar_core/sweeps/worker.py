@@ -86,15 +86,41 @@ def _fail_removed(study, log: Callable[[str], None]) -> None:
             continue
 
 
+def _fail_stale(study, log: Callable[[str], None]) -> None:
+    """Optuna's own recovery: a running trial whose heartbeat stopped is failed and enqueued again
+    (the storage's RetryHeartbeatStaleTrialCallback). Only reads, unless a trial is stale."""
+    import warnings
+
+    import optuna
+
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        if t.number not in before and "failed_trial" in t.system_attrs:
+            lost = t.system_attrs.get("retry_history", [t.system_attrs["failed_trial"]])[-1]
+            log(f"#{studies.display_number(lost)}: its worker stopped beating; enqueued again as "
+                f"#{studies.display_number(t.number)}")
+
+
+def _others_running(study) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def run_worker(name: str, storage_url: Optional[str] = None, *, stop: Optional[threading.Event] = None,
-               abort: Optional[threading.Event] = None, until_empty: bool = True,
+               abort: Optional[threading.Event] = None, until_empty: bool = True, watch_running: bool = True,
                max_trials: Optional[int] = None, log: Callable[[str], None] = lambda line: None) -> int:
     """Train the sweep's trials until it is done, stopped or `stop` is set; returns trials run.
 
     `stop`: start no further trial. `abort`: also stop the running trial's job (saved) and return
     the trial to the study. A queue worker with `until_empty=False` waits for new runs instead of
     returning; `max_trials` returns after that many (the dashboard's runner takes one trial at a
-    time from each source). Waiting for work or for the machine writes nothing to the storage.
+    time from each source). `watch_running`: with `until_empty`, stay while another worker's trial
+    runs (if that worker dies, its trial is retried here). Waiting for work or for the machine
+    writes nothing to the storage.
 
     Raises:
       SweepError: the sweep or its storage cannot be read.
@@ -105,18 +131,23 @@ def run_worker(name: str, storage_url: Optional[str] = None, *, stop: Optional[t
     while not stop.is_set() and (max_trials is None or done < max_trials):
         sweep, study = studies.load(name, storage_url)
         _fail_removed(study, log)
+        _fail_stale(study, log)
         if sweep.stopped:
             log(f"sweep {name} is stopped")
             break
         if not _has_work(sweep, study):
-            if sweep.kind == "sweep" or until_empty:
+            if (until_empty or sweep.kind == "sweep") and not (watch_running and _others_running(study)):
                 if sweep.minutes is not None and time.time() > sweep.created_at + 60 * sweep.minutes:
                     log(f"sweep {name}: its {sweep.minutes:g} minutes are over")
                 break
             stop.wait(IDLE_SECONDS)
             continue
-        lock = trainer_lock.take(f"a worker of {'the queue' if sweep.kind == 'queue' else 'sweep ' + name}",
-                                 wait=True, stop=stop)
+        what = f"a worker of {'the queue' if sweep.kind == 'queue' else 'sweep ' + name}"
+        try:
+            lock = trainer_lock.take(what)
+        except trainer_lock.JobBusyError as busy:
+            log(f"waiting for the machine: {busy}")
+            lock = trainer_lock.take(what, wait=True, stop=stop)
         if lock is None:  # stopped while waiting for the machine
             break
         try:
