@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from cifar_core.insight import evaluation, evolution
-from cifar_core import runs, training
+from cifar_core import runs
 from cifar_core.config import TrainConfig
 from cifar_core.data.labels import NUM_CLASSES
+from job_helpers import resume_job, start_job
 
 from streamlit.testing.v1 import AppTest
 
@@ -27,7 +28,7 @@ def _train(root, monkeypatch_context, **overrides):
     monkeypatch_context.setenv("CIFAR_ARTIFACTS_DIR", str(root))
     monkeypatch_context.setenv("CIFAR10_DATA", "synthetic")
     monkeypatch_context.setattr(evolution, "SAMPLE_SIZE", SAMPLED)
-    job = training.start_job(TrainConfig(**{**PAGE_QUICK, **overrides}))
+    job = start_job(TrainConfig(**{**PAGE_QUICK, **overrides}))
     assert job.join(240), "a tiny training job took over 240 s"
     assert job.snapshot().status == "completed", job.snapshot().error
     return root / "runs" / job.run_id
@@ -116,7 +117,7 @@ def test_a_resume_continues_the_series_and_drops_epochs_being_retrained(with_evo
     ahead = [dict(raw["epochs"][0], epoch=e, source="bogus") for e in (3, 4)]  # as if written past the history
     (run_dir / evolution.EVOLUTION_FILE).write_text(json.dumps({**raw, "epochs": raw["epochs"] + ahead}))
     monkeypatch.setattr(evolution, "SAMPLE_SIZE", SAMPLED)
-    job = training.resume_job(with_evolved, epochs=3)
+    job = resume_job(with_evolved, epochs=3)
     assert job.join(240) and job.snapshot().status == "completed", job.snapshot().error
     resumed = _recorded(run_dir)
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]

@@ -15,12 +15,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cifar_core.insight import evaluation
-from cifar_core import export, runs, training
+from cifar_core import export, runs
 from cifar_core.config import ARCHITECTURES, TrainConfig
 from cifar_core.data import make_synthetic
 from cifar_core.models import build_model
 from cifar_core.insight.predict import predict_proba
 from cifar_core.recipes.presets import preset_config
+from job_helpers import start_job
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(epochs=1, data="synthetic", train_subset=300, test_subset=100, batch_size=32)
@@ -30,7 +31,7 @@ def train_tiny(root: Path, config: TrainConfig) -> Path:
     """One real run of `config` on synthetic data, stored under `root`; returns its folder."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CIFAR_ARTIFACTS_DIR", str(root))
-        job = training.start_job(config, dataset=make_synthetic(600, 200, seed=1))
+        job = start_job(config, dataset=make_synthetic(600, 200, seed=1))
         assert job.join(180), "training the tiny run took over 180 s"
     assert job.snapshot().status == "completed", job.snapshot().error
     return root / "runs" / job.run_id
