@@ -42,6 +42,8 @@ def test_one_storage_object_per_url_that_still_sees_other_writers(artifacts):
     studies.create(studies.define("mine", ["dropout=0,0.1"], TrainConfig(), sampler="grid"))
     optuna.create_study(study_name="theirs", storage=other_process(journal(artifacts)))
     assert [s.name for s in studies.load_all()] == ["mine", "theirs"]  # the cached storage replays others' lines
+    journal(artifacts).unlink()  # someone clears the sweeps: the next storage starts from the new file
+    assert open_storage() is not first and studies.load_all() == []
 
 
 # --- heartbeats ----------------------------------------------------------------------------------
