@@ -16,9 +16,10 @@ from streamlit.testing.v1 import AppTest
 
 from cifar_core.runs import heartbeat
 from cifar_core.training import publisher as live
-from cifar_core import runs, training
+from cifar_core import jobs, runs, training
 from cifar_core.config import TrainConfig
 from cifar_core.training.state import LIVE_POINTS, JobState, thin_indices
+from job_helpers import start_job
 from live_helpers import live_panel_data, read_feed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def test_watchers_share_the_published_curves_and_see_an_end_at_once():
 
 
 def test_a_job_publishes_live_json_and_leaves_its_final_state(artifacts):
-    job = training.start_job(TrainConfig(epochs=2, **QUICK))
+    job = start_job(TrainConfig(epochs=2, **QUICK))
     assert job.join(180)
     run = runs.load_run(job.run_id)
     record = json.loads((run.path / heartbeat.LIVE_FILE).read_text())
@@ -64,13 +65,14 @@ def test_a_job_publishes_live_json_and_leaves_its_final_state(artifacts):
 
 
 def test_a_stop_request_in_the_folder_stops_the_job_and_it_saves(artifacts):
-    job = training.start_job(TrainConfig(epochs=200, **QUICK))
+    job = jobs.start(TrainConfig(epochs=200, **QUICK))  # the product's job: a process of its own
     deadline = time.monotonic() + 120
-    while job.state.get("status") != "running" or job.state.get("batch") < 2:
-        assert time.monotonic() < deadline, "the job did not start training"
+    while (snap := live.read(runs.load_run(job.run_id))).status != "running" or snap.batch < 2:
+        assert time.monotonic() < deadline and job.alive, "the job did not start training"
         time.sleep(0.1)
     live.request_stop(job.run_dir)
-    assert job.join(60), "the stop request was not honoured"
+    assert job.wait(60), "the stop request was not honoured"
+    assert job.returncode == 3  # the job process says it ended stopped
     run = runs.load_run(job.run_id)
     assert run.status == "stopped" and run.model_path is not None
     assert not (run.path / live.STOP_FILE).exists()  # a later resume is not stopped by it
@@ -134,7 +136,7 @@ def test_the_dashboard_watches_a_cli_run_live_and_stops_it(artifacts):
             time.sleep(1)
             at.run()
         first = batches_seen(at)
-        assert "another process" in " ".join(c.value for c in at.caption)
+        assert f"Trained by {socket.gethostname()}, pid {proc.pid};" in " ".join(c.value for c in at.caption)
         # The browser's panel polls the feed the server keeps fresh from the CLI's run folder:
         # it moves on with no script run.
         url = live_panel_data(at)["progress_url"]
@@ -164,7 +166,7 @@ def test_the_dashboard_watches_a_cli_run_live_and_stops_it(artifacts):
 def test_the_train_page_watches_its_last_run_resumed_by_another_process_which_alone_trains_it(artifacts):
     from cifar_ui import running
 
-    job = training.start_job(TrainConfig(epochs=1, **QUICK))
+    job = start_job(TrainConfig(epochs=1, **QUICK))
     assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
     env = {**os.environ, "CIFAR_ARTIFACTS_DIR": str(artifacts), "CIFAR10_DATA": "synthetic"}
     proc = subprocess.Popen([sys.executable, "-m", "cifar_core", "resume", job.run_id, "--epochs", "200"],
@@ -178,17 +180,22 @@ def test_the_train_page_watches_its_last_run_resumed_by_another_process_which_al
             assert time.monotonic() < deadline, f"the run training elsewhere is not shown: {running.targets()}"
             time.sleep(0.2)
         (target,) = running.targets()
-        assert target.run_id == job.run_id and not target.owned
+        assert target.run_id == job.run_id and target.is_active()
+        assert f"pid {proc.pid}" in target.view().owner  # trained by the CLI's process, not this one
+        with pytest.raises(training.JobBusyError, match=f"training run {job.run_id}"):
+            jobs.resume(job.run_id, epochs=300)  # the CLI holds the machine's trainer
         with pytest.raises(runs.RunError, match=f"run {job.run_id} is being trained by another process"):
-            training.resume_job(job.run_id, epochs=300)
+            training.resume_job(job.run_id, epochs=300)  # and the run's claim
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
+    assert runs.load_run(job.run_id).status == "interrupted"  # its trainer is gone: the run is free
     done = runs.load_run(job.run_id).epochs_done
-    again = training.resume_job(job.run_id, epochs=done + 1)  # its trainer is gone: the run is free
-    assert again.join(120) and again.snapshot().status == "completed", again.snapshot().error
+    again = jobs.resume(job.run_id, epochs=done + 1)  # as the page's Resume does: a job process of its own
     (target,) = running.targets()
-    assert target.owned and target.job is again
+    assert target.run_id == job.run_id and target.is_active()
+    assert again.wait(180) and runs.load_run(job.run_id).status == "completed", (again.run_dir / jobs.JOB_LOG).read_text()[-2000:]
+    assert f"pid {again.process.pid}" in target.view().owner
 
 
 def test_streamlit_skips_its_full_garbage_collection_after_every_rerun():
