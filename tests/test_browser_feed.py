@@ -13,10 +13,12 @@ import pytest
 from streamlit import config
 from streamlit.testing.v1 import AppTest
 
-from cifar_core import training
+from cifar_core import runs
 from cifar_core.config import TrainConfig
+from cifar_core.training import publisher
 from cifar_core.training.state import JobState
 from cifar_ui import browser_feed
+from job_helpers import ThreadedJob, start_job
 from live_helpers import live_panel_data, plotted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,7 +217,7 @@ def test_a_failed_jobs_message_reaches_the_public_files_without_its_paths(feed, 
     source = artifacts.parent / "my data" / "half-a-dataset"  # a folder with a space in its path
     (source / "train").mkdir(parents=True)  # an image folder's layout without class folders:
     (source / "test").mkdir()  # accepted at start, fails while loading
-    job = training.start_job(TrainConfig(epochs=1, data=str(source)))
+    job = start_job(TrainConfig(epochs=1, data=str(source)))
     assert job.join(60)
     snap = job.snapshot()
     assert snap.status == "failed" and str(source) in snap.message  # the trainer names the folder ...
@@ -266,10 +268,10 @@ def test_files_no_server_has_written_for_an_hour_are_swept(feed, state):
 
 # --- the Train page: the browser's panel, or the page's own refresh ------------------------------
 
-def start_long_job(artifacts) -> training.TrainingJob:
-    job = training.start_job(TrainConfig(epochs=50, data="synthetic", train_subset=600, test_subset=200,
-                                         batch_size=32))
-    wait_for(lambda: job.snapshot().batch > 0, 90, "the first batch")
+def start_long_job(artifacts) -> ThreadedJob:
+    job = start_job(TrainConfig(epochs=50, data="synthetic", train_subset=600, test_subset=200, batch_size=32))
+    # the pages read the run's folder: wait until its live.json reports a batch
+    wait_for(lambda: publisher.read(runs.load_run(job.run_id)).batch > 0, 90, "the first batch")
     return job
 
 
@@ -304,7 +306,7 @@ def test_pages_draw_an_active_run_in_the_browser_or_refresh_themselves_where_it_
             False if name == "server.enableStaticServing" else _get(name)))
         assert_refreshes_itself(train_page())
     finally:
-        training.stop_job()
+        job.stop()
         assert job.join(60)
 
 
