@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from cifar_core.training import distributed, distributed_loop
-from cifar_core import runs, training
+from cifar_core import runs
 from cifar_core.config import TrainConfig
+from job_helpers import resume_job, start_job
 
 ROOT = Path(__file__).resolve().parent.parent
 # The assignment network (no BatchNorm: per-replica batch statistics would differ from one device's
@@ -163,7 +164,7 @@ def test_our_loop_on_one_device_trains_exactly_as_fit_with_the_recipes_callbacks
     for loop in ("fit", "custom"):
         monkeypatch.setenv(distributed.LOOP_ENV, loop)
         for cfg in (config, config.replace(weight_averaging="ema")):
-            job = training.start_job(cfg)
+            job = start_job(cfg)
             assert job.join(180)
             snap = job.snapshot()
             assert snap.status == "completed", snap.error
@@ -182,7 +183,7 @@ def test_our_loop_on_one_device_trains_exactly_as_fit_with_the_recipes_callbacks
 
 def test_a_stop_in_our_loop_ends_within_a_batch_and_keeps_a_loadable_run(artifacts, monkeypatch):
     monkeypatch.setenv(distributed.LOOP_ENV, "custom")
-    job = training.start_job(TrainConfig(epochs=5, **{**TINY, "train_subset": 3000, "batch_size": 16}))
+    job = start_job(TrainConfig(epochs=5, **{**TINY, "train_subset": 3000, "batch_size": 16}))
     deadline = time.monotonic() + 120
     while job.snapshot().batch < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -318,7 +319,7 @@ def test_a_worker_that_dies_fails_the_chief_clearly_and_the_run_resumes_in_one_p
     done = run.epochs_done
     assert done >= 1 and (run_dir / "checkpoint.keras").is_file()
     runs.load_model(run.run_id)  # the last completed epoch's checkpoint loads
-    job = training.resume_job(run.run_id, epochs=done + 1)  # one process, no TF_CONFIG
+    job = resume_job(run.run_id, epochs=done + 1)  # one process, no TF_CONFIG
     assert job.join(180) and job.snapshot().status == "completed", job.snapshot().error
     resumed = runs.load_run(run.run_id)
     assert resumed.epochs_done == done + 1 and resumed.history["loss"][:done] == run.history["loss"][:done]
