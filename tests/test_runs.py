@@ -108,21 +108,20 @@ def test_delete_removes_only_that_run_and_refuses_an_active_one(artifacts):
     runs.delete_run("drop")
     assert [r.run_id for r in runs.list_runs()] == ["keep"]
     live = runs.create_run(TrainConfig(), run_id="live")
-    runs.LIVE_RUN_IDS.add("live")
-    try:
+    with runs.claim_run(live):  # its trainer holds the run's claim: it is training
         with pytest.raises(runs.RunError, match="still training"):
             runs.delete_run("live")
         assert live.is_dir()
-    finally:
-        runs.LIVE_RUN_IDS.discard("live")
 
 
 def test_a_running_status_without_a_live_trainer_reads_as_interrupted(artifacts):
     path = runs.create_run(TrainConfig(), run_id="orphan")
-    runs.update_status(path, pid=2**22 + 12345)  # no such process
+    runs.update_status(path, pid=2**22 + 12345)  # no such process, and nobody holds the run's claim
     assert runs.load_run("orphan").status == "interrupted"
-    runs.update_status(path, pid=os.getpid())  # this process, but no job of ours trains it
+    runs.update_status(path, pid=os.getpid())  # a live process, but nobody holds the run's claim
     assert runs.load_run("orphan").status == "interrupted"
+    with runs.claim_run(path):  # the control: held by a trainer, the same status reads running
+        assert runs.load_run("orphan").status == "running"
 
 
 def test_full_disk_is_reported_before_training(artifacts, monkeypatch):
