@@ -1,9 +1,12 @@
-"""Who trains a run: status.json records the trainer's pid with its start time and the boot, so a
-run whose trainer died reads as interrupted even when its pid now belongs to another process."""
+"""Who trains a run: status.json records the trainer's pid with its start time and the boot (for
+people, "host, pid N"); whether that trainer is alive is the run claim's answer, not the record's: a
+run reads as running while some process of this host holds its claim, and as interrupted once that
+process is gone, whatever pid status.json names."""
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from cifar_core import runs
+from cifar_core import jobs, runs, trainer_lock
 from cifar_core.runs import store
 from cifar_core.config import TrainConfig
+from job_helpers import resume_job, start_job
 
+ROOT = Path(__file__).resolve().parent.parent
 HAS_PROC = Path(f"/proc/{os.getpid()}/stat").is_file() and Path("/proc/sys/kernel/random/boot_id").is_file()
-needs_proc = pytest.mark.skipif(not HAS_PROC, reason="no /proc here: only the pid is recorded and checked")
+needs_proc = pytest.mark.skipif(not HAS_PROC, reason="no /proc here: only the pid is recorded")
 
 
 def start_ticks(pid: int) -> int:
@@ -27,6 +32,23 @@ def start_ticks(pid: int) -> int:
 
 def boot_id() -> str:
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+_HOLD_CLAIM = """
+import sys
+from cifar_core import runs
+claim = runs.claim_run(runs.run_path(sys.argv[1]))
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_claim(run_id: str) -> subprocess.Popen:
+    """Another process of this host holding the run's claim, as a job process does while it trains."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_CLAIM, run_id], cwd=ROOT, env=dict(os.environ),
+                              text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert holder.stdout.readline().strip() == "holding", holder.stdout.read()
+    return holder
 
 
 def run_trained_by(run_id: str, **status_fields) -> str:
@@ -48,90 +70,106 @@ def test_a_new_run_records_its_trainers_start_time_and_boot(artifacts):
 
 
 @needs_proc
-def test_a_live_pid_with_another_start_time_is_another_process(artifacts):
+def test_a_job_process_records_its_own_identity(artifacts):
+    job = jobs.start(TrainConfig(epochs=1, data="synthetic", train_subset=64, test_subset=32, batch_size=32))
+    ticks = start_ticks(job.process.pid)  # read while it lives (it loads TensorFlow now)
+    status = json.loads((job.run_dir / "status.json").read_text())
+    assert status["pid"] == job.process.pid != os.getpid() and status["host"] == socket.gethostname()
+    assert status["pid_start_ticks"] == ticks and status["boot_id"] == boot_id()
+    assert job.wait(180) and runs.load_run(job.run_id).status == "completed", \
+        (job.run_dir / jobs.JOB_LOG).read_text()[-2000:]
+    assert json.loads((job.run_dir / "status.json").read_text())["pid"] == job.process.pid  # kept to the end
+
+
+@needs_proc
+def test_a_recorded_identity_of_a_live_process_does_not_make_a_run_alive(artifacts):
     other = os.getppid()  # alive for the whole test: the process that started pytest
-    start = start_ticks(other)
-    same = run_trained_by("same", pid=other, pid_start_ticks=start, boot_id=boot_id())
-    reused = run_trained_by("reused", pid=other, pid_start_ticks=start + 1, boot_id=boot_id())
-    rebooted = run_trained_by("rebooted", pid=other, pid_start_ticks=start, boot_id="not-" + boot_id())
-    assert runs.load_run(same).status == "running"  # the control: the very process it recorded
-    assert runs.load_run(reused).status == "interrupted"
-    assert runs.load_run(rebooted).status == "interrupted"
+    same = run_trained_by("same", pid=other, pid_start_ticks=start_ticks(other), boot_id=boot_id())
+    mine = run_trained_by("mine", pid=os.getpid(), pid_start_ticks=start_ticks(os.getpid()), boot_id=boot_id())
+    assert runs.load_run(same).status == "interrupted"  # nobody holds its claim: its trainer is gone
+    assert runs.load_run(mine).status == "interrupted"
+    with runs.claim_run(runs.run_path(same)):  # the control: the claim held, the same record reads running
+        assert runs.load_run(same).status == "running"
 
 
-@needs_proc
-def test_a_trainer_reads_as_running_while_it_lives_and_interrupted_once_killed(artifacts):
-    trainer = subprocess.Popen(["sleep", "60"])
+def test_a_trainer_reads_as_running_while_it_holds_the_claim_and_interrupted_once_killed(artifacts):
+    run_id = run_trained_by("claimed", pid=2**22 + 4321)  # whatever pid it names: above any pid_max
+    holder = hold_claim(run_id)
     try:
-        run_id = run_trained_by("slept", pid=trainer.pid, pid_start_ticks=start_ticks(trainer.pid), boot_id=boot_id())
         assert runs.load_run(run_id).status == "running"
-        trainer.kill()
-        trainer.wait(10)
+        assert runs.claim_held(runs.run_path(run_id))
+        holder.kill()
+        holder.wait(10)
         assert runs.load_run(run_id).status == "interrupted"
+        assert not runs.claim_held(runs.run_path(run_id))
     finally:
-        trainer.kill()
-        trainer.wait(10)
+        holder.kill()
+        holder.wait(10)
 
 
-@needs_proc
 def test_a_killed_trainer_not_yet_reaped_reads_as_interrupted(artifacts):
-    # A zombie still answers kill(pid, 0); its parent may be slow to reap it.
-    trainer = subprocess.Popen(["sleep", "60"])
+    # A zombie still answers kill(pid, 0), and its pid is still its own; the OS let its claim go.
+    holder = None
     try:
-        run_id = run_trained_by("zombie", pid=trainer.pid, pid_start_ticks=start_ticks(trainer.pid), boot_id=boot_id())
-        trainer.kill()
-        os.waitid(os.P_PID, trainer.pid, os.WEXITED | os.WNOWAIT)  # dead, still unreaped
-        assert runs.load_run(run_id).status == "interrupted"
+        holder = hold_claim(run_trained_by("zombie"))
+        runs.update_status(runs.run_path("zombie"), pid=holder.pid, host=socket.gethostname(),
+                           **({"pid_start_ticks": start_ticks(holder.pid), "boot_id": boot_id()} if HAS_PROC else {}))
+        assert runs.load_run("zombie").status == "running"
+        holder.send_signal(signal.SIGKILL)
+        os.waitid(os.P_PID, holder.pid, os.WEXITED | os.WNOWAIT)  # dead, still unreaped
+        assert runs.load_run("zombie").status == "interrupted"
     finally:
-        trainer.kill()
-        trainer.wait(10)
+        if holder is not None:
+            holder.kill()
+            holder.wait(10)
 
 
-def test_an_old_status_without_start_time_or_boot_still_uses_the_pid(artifacts):
-    alive = run_trained_by("old-alive", pid=os.getppid())
-    dead = run_trained_by("old-dead", pid=2**22 + 4321)  # above any pid_max: no such process
-    assert runs.load_run(alive).status == "running"
-    assert runs.load_run(dead).status == "interrupted"
+def test_an_old_status_without_start_time_or_boot_reads_as_its_claim_says(artifacts):
+    old = run_trained_by("old", pid=os.getppid())  # written before start times were recorded
+    assert runs.load_run(old).status == "interrupted"
+    with runs.claim_run(runs.run_path(old)):
+        assert runs.load_run(old).status == "running"
 
 
-def test_without_proc_only_the_pid_is_recorded_and_checked(artifacts, monkeypatch):
+def test_without_proc_only_the_pid_is_recorded_and_the_claim_still_decides(artifacts, monkeypatch):
     monkeypatch.setattr(store, "_proc_stat", lambda pid: None)
     monkeypatch.setattr(store, "_boot_id", lambda: None)
+    monkeypatch.setattr(trainer_lock, "_proc_locks", lambda: None)  # no /proc/locks: a shared try instead
     path = runs.create_run(TrainConfig(), run_id="no-proc")
     status = json.loads((path / "status.json").read_text())
     assert status["pid"] == os.getpid() and status["pid_start_ticks"] is None and status["boot_id"] is None
-    alive = run_trained_by("no-proc-alive", pid=os.getppid(), pid_start_ticks=123, boot_id="recorded-elsewhere")
-    assert runs.load_run(alive).status == "running"  # nothing to compare with: the live pid decides
+    holder = hold_claim("no-proc")
+    try:
+        assert runs.load_run("no-proc").status == "running"
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert runs.load_run("no-proc").status == "interrupted"
 
 
 @needs_proc
 def test_a_resumed_run_records_the_resuming_process(artifacts, tiny_data):
-    from cifar_core import training
-
-    job = training.start_job(TrainConfig(epochs=1, architecture="airbench", widths=(8, 16, 16), batch_size=32,
-                                         data="synthetic"), dataset=tiny_data)
+    job = start_job(TrainConfig(epochs=1, architecture="airbench", widths=(8, 16, 16), batch_size=32,
+                                data="synthetic"), dataset=tiny_data)
     assert job.join(120) and job.snapshot().status == "completed"
     runs.update_status(job.run_dir, pid_start_ticks=1, boot_id="an earlier boot")  # as if written before
-    resumed = training.resume_job(job.run_id, dataset=tiny_data, epochs=2)
+    resumed = resume_job(job.run_id, dataset=tiny_data, epochs=2)
     assert resumed.join(120) and resumed.snapshot().status == "completed"  # written once training began
     status = json.loads((job.run_dir / "status.json").read_text())
     assert status["pid"] == os.getpid() and status["pid_start_ticks"] == start_ticks(os.getpid())
     assert status["boot_id"] == boot_id()
 
 
-def test_a_pid_recorded_in_another_process_of_this_host_is_checked_there(artifacts):
-    # The same check from a fresh interpreter: the reader is not the trainer.
-    trainer = subprocess.Popen(["sleep", "60"])
+def test_a_claim_held_by_another_process_is_seen_from_a_third(artifacts):
+    # The same answer from a fresh interpreter: neither the reader nor the recorded pid is the trainer.
+    held, free = run_trained_by("elsewhere", pid=os.getpid()), run_trained_by("nobody", pid=os.getpid())
+    holder = hold_claim(held)
     try:
-        fields = {"pid": trainer.pid}
-        if HAS_PROC:
-            fields.update(pid_start_ticks=start_ticks(trainer.pid) + 7, boot_id=boot_id())
-        run_id = run_trained_by("elsewhere", **fields)
-        code = f"from cifar_core import runs; print(runs.load_run({run_id!r}).status)"
+        code = f"from cifar_core import runs; print(runs.load_run({held!r}).status, runs.load_run({free!r}).status)"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                             cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ))
+                             cwd=ROOT, env=dict(os.environ))
         assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == ("interrupted" if HAS_PROC else "running")
+        assert out.stdout.split() == ["running", "interrupted"]
     finally:
-        trainer.kill()
-        trainer.wait(10)
+        holder.kill()
+        holder.wait(10)
