@@ -1,6 +1,6 @@
 """The evolving evaluation's cost: seconds per epoch the evolution callback spends (predicting its
 fixed stratified sample of the test split and writing evolution.json) and its share of the epoch's
-wall time, inside a real training job (cifar_core.training.start_job, the assignment network).
+wall time, inside a real training job (cifar_core.training.new_job(...).run(), the assignment network).
 
     python bench/evolution_cost.py --data /tmp/cifar/cifar10-jpeg        # 5,000 train images, 2 epochs, ~3-5 min
 
@@ -23,7 +23,7 @@ import _common as C  # noqa: E402
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """Worker: train through start_job, read the callback's own timings, then time its work warm."""
+    """Worker: train through the trainer, read the callback's own timings, then time its work warm."""
     C.configure_tensorflow()
     import numpy as np
 
@@ -34,8 +34,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     config = TrainConfig(epochs=spec["epochs"], train_subset=spec["train_subset"], test_subset=spec["test_subset"],
                          data=spec["data"], seed=spec["seed"])
     t = time.perf_counter()
-    job = training.start_job(config)
-    job.join()
+    job = training.new_job(config).run()
     job_s = time.perf_counter() - t
     snap = job.snapshot()
     if snap.status != "completed":

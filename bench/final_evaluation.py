@@ -27,8 +27,7 @@ from cifar_core import training, runs
 from cifar_core.config import TrainConfig
 config = TrainConfig(epochs={epochs}, train_subset={train_subset}, data={data!r}, batch_size=64)
 t = time.perf_counter()
-job = training.start_job(config)
-job.join()
+job = training.new_job(config).run()
 wall = time.perf_counter() - t
 snap = job.snapshot()
 assert snap.status == "completed", snap.error

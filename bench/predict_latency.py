@@ -29,15 +29,14 @@ UPLOADS = (("png-32x32", "PNG", (32, 32)), ("jpeg-1024x768", "JPEG", (1024, 768)
 # --- workers ------------------------------------------------------------------------------
 
 def make_run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train 1 epoch on 500 images through start_job; the job caches the full test set's predictions."""
+    """Train 1 epoch on 500 images through the trainer; the job caches the full test set's predictions."""
     C.configure_tensorflow()
     from cifar_core import training
     from cifar_core.config import TrainConfig
 
     config = TrainConfig(epochs=1, train_subset=500, test_subset=None, data=spec["data"], seed=spec["seed"])
     t = time.perf_counter()
-    job = training.start_job(config)
-    job.join()
+    job = training.new_job(config).run()
     snap = job.snapshot()
     if snap.status != "completed":
         raise RuntimeError(f"making the run failed: {snap.status} {snap.error}")

@@ -74,8 +74,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"side": spec["side"], "num_train": n_train, "num_test": len(data.x_test), "budget_s": budget}
     t0 = time.perf_counter()
     if side == "ours":
-        job = training.start_job(config, dataset=data)
+        job = training.new_job(config, dataset=data)
         stop_at = None
+        trainer = threading.Thread(target=job.run, daemon=True)  # the job process's work, here in a thread
+        trainer.start()
         while True:  # the dashboard's client: poll once a second; press Stop when the budget is spent
             snap = job.snapshot()
             if not snap.is_active:
@@ -84,7 +86,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                 stop_at = time.perf_counter() - t0
                 job.stop()
             time.sleep(POLL_SECONDS)
-        job.join()
+        job.wait()
         finished = time.perf_counter() - t0
         snap = job.snapshot()
         if snap.status not in ("stopped", "completed"):

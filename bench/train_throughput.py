@@ -5,7 +5,7 @@ Each measured run is a fresh child process (so peak RSS is its own); the parent 
 variants round by round (A B A B ...) and reports medians and paired ratios.
 
 Variants are `base[:option=value...]`:
-  ours      cifar_core.training.start_job(config, dataset=...) in its background thread, with the
+  ours      cifar_core.training.new_job(config, dataset=...).run(), as a job process trains, with the
             LiveProgress callback, per-epoch checkpoint, final save + test-set evaluation, and a
             client thread polling job.snapshot() once a second (the dashboard's way)
   plain     the assignment script: build_model, x.astype('float32'), to_categorical,
@@ -107,12 +107,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     t_start = time.perf_counter()
     effective_val = val_batch
     if base == "ours":
-        job = training.start_job(config, dataset=data)
+        job = training.new_job(config, dataset=data)
         run_dirs.append(job.run_dir)
         poller = threading.Thread(target=_poller, args=(job, poll), daemon=True)
         if opts.get("poll", 1):
             poller.start()
-        job.join()
+        job.run()  # in this thread, as a job process's main thread trains
         if poller.is_alive():
             poller.join()
         snap = job.snapshot()

@@ -33,7 +33,7 @@ def tiny_data():
 
 
 @pytest.fixture(autouse=True)
-def _no_job_left_running():
+def _no_job_left_running(monkeypatch):  # monkeypatch first: the test's artifacts folder is still set below
     """A test that leaves a job running would make the next one's start fail as busy (and a sweep
     runner started by a page would take the next test's trials)."""
     yield

@@ -108,10 +108,12 @@ def test_the_servers_runner_trains_the_queue(artifacts):
     studies.enqueue(preset_config("assignment", epochs=1, data="synthetic", train_subset=200, test_subset=100,
                                   batch_size=32), name="from the queue", plan=plan)
     runner().start()
-    wait_until(lambda: any(r.name == "from the queue" and r.status == "completed" for r in runs.list_runs()),
-               180, "the queued run to be trained")
-    sweep, study = studies.load(studies.QUEUE)
-    assert [r["state"] for r in studies.trial_rows(sweep, study)] == ["complete"]
+
+    def states() -> list[str]:
+        sweep, study = studies.load(studies.QUEUE)
+        return [r["state"] for r in studies.trial_rows(sweep, study)]
+
+    wait_until(lambda: states() == ["complete"], 180, "the queued run to be trained and its trial told")
     trained = next(r for r in runs.list_runs() if r.name == "from the queue")
     assert trained.plan["chosen"] == plan["chosen"] and trained.plan["outcome"]["status"] == "completed"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parent.parent / "cifar_core"
-FOUNDATION = {"config", "files", "paths", "quiet"}  # the modules at the top of cifar_core/, below every sub-package
+FOUNDATION = {"config", "files", "paths", "quiet", "trainer_lock"}  # the modules at the top of cifar_core/, below every sub-package
 SUB_PACKAGES = sorted(p.name for p in CORE.iterdir() if (p / "__init__.py").is_file())
 
 

@@ -2,7 +2,7 @@
 
 Pure functions of plain data (histories, arrays, (name, probability) pairs); no Streamlit, no model.
 
-May import: config, files, paths, quiet, data.
+May import: config, files, paths, quiet, trainer_lock, data.
 """
 from __future__ import annotations
 

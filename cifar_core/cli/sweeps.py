@@ -6,7 +6,6 @@ import argparse
 import threading
 from typing import Callable, TextIO
 
-from cifar_core import training
 from cifar_core.sweeps import studies, worker
 from cifar_core.sweeps.storage import STORAGE_ENV
 
@@ -58,23 +57,29 @@ def _print_rows(rows: list[dict], out: TextIO) -> None:
 
 
 def _follow_worker(name: str, storage: str, out: TextIO, until_empty: bool = True) -> int:
-    import logging
+    """Be a worker until the sweep (or queue) is done. Ctrl-C or SIGTERM: the running trial's job
+    saves and stops, the trial returns to the study to be retried, and no new one starts; a second
+    signal abandons the wait."""
+    import signal
 
-    from cifar_core.quiet import load_tensorflow_quietly
+    stop, abort = threading.Event(), threading.Event()
 
-    load_tensorflow_quietly()
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices: one per trial's new model
-    stop = threading.Event()
-    try:
-        done = worker.run_worker(name, storage, stop=stop, until_empty=until_empty,
-                                 log=lambda line: print(line, file=out, flush=True))
-    except KeyboardInterrupt:
+    def interrupted(signum, frame) -> None:
+        if abort.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping: the running trial saves and returns to the study (again to abandon)", file=out, flush=True)
         stop.set()
-        training.stop_job()
-        job = training.current_job()
-        if job is not None:
-            job.join()
-        print("stopped: the running trial ends as failed (stopped by request)", file=out)
+        abort.set()
+
+    before = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        done = worker.run_worker(name, storage, stop=stop, abort=abort, until_empty=until_empty,
+                                 log=lambda line: print(line, file=out, flush=True))
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    if abort.is_set():
+        print(f"stopped: {done} trial(s) started here; an interrupted one is enqueued again", file=out)
         return 130
     print(f"worker done: {done} trial(s) trained here", file=out)
     return 0

@@ -3,7 +3,7 @@
 Sources: the official Keras download (default), a local copy of the official python batches
 (archive or folder), an image folder `<root>/{train,test}/<class>/*`, and a synthetic demo set.
 
-May import: config, files, paths, quiet.
+May import: config, files, paths, quiet, trainer_lock.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Deployment exports of a run's model (the .keras file, a TensorFlow SavedModel, TensorFlow Lite
 float32 and dynamic-range flatbuffers) in the run's export/ folder, redone when the model changes.
 
-May import: config, files, paths, quiet, data, recipes, models, runs, insight.
+May import: config, files, paths, quiet, trainer_lock, data, recipes, models, runs, insight.
 """
 from __future__ import annotations
 

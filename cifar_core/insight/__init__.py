@@ -6,5 +6,5 @@
 - `explain`: Grad-CAM, the why behind one prediction.
 - `predict`: the model's answer for any image (uploads bounded and checked in `data.images`).
 
-May import: config, files, paths, quiet, data, recipes, models, runs.
+May import: config, files, paths, quiet, trainer_lock, data, recipes, models, runs.
 """

@@ -1,7 +1,7 @@
 """The lab's networks, one module each, and `build_model`: the config's network, compiled with
 the config's recipe (optimizer, schedule, loss).
 
-May import: config, files, paths, quiet, data, recipes.
+May import: config, files, paths, quiet, trainer_lock, data, recipes.
 """
 from __future__ import annotations
 

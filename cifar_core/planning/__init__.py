@@ -9,5 +9,5 @@
 May import `cifar_core.config`, `.paths`, `.store`, `.presets` and `.models`; never training,
 runs or anything of the dashboard.
 
-May import: config, files, paths, quiet, data, recipes, models, runs, insight.
+May import: config, files, paths, quiet, trainer_lock, data, recipes, models, runs, insight.
 """

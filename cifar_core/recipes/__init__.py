@@ -3,7 +3,7 @@ test-time augmentation. Each is a small function of the TrainConfig; none import
 Beside them: `presets` (the named recipes: Assignment, Fast, Best) and `schedules` (the
 learning-rate schedule as a Keras object saved with the optimizer).
 
-May import: config, files, paths, quiet, data.
+May import: config, files, paths, quiet, trainer_lock, data.
 """
 from __future__ import annotations
 

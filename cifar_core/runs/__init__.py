@@ -4,7 +4,7 @@ Beside it: `store` (atomic JSON and model writes, disk space, status files), `me
 name, tags and notes), `heartbeat` (whether a run's trainer is still alive) and `claim` (the OS
 lock a training process holds on its run folder).
 
-May import: config, files, paths, quiet, data, recipes, models.
+May import: config, files, paths, quiet, trainer_lock, data, recipes, models.
 """
 from __future__ import annotations
 

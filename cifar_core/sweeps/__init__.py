@@ -10,5 +10,5 @@
 May import `cifar_core.config`, `.presets`, `.paths`, `.store`, `.runs` and `.training`; never the
 dashboard.
 
-May import: config, files, paths, quiet, data, recipes, models, runs, insight, planning, training.
+May import: config, files, paths, quiet, trainer_lock, data, recipes, models, runs, insight, planning, training, jobs.
 """

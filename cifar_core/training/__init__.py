@@ -9,7 +9,7 @@ Beside it: `state` (the job's state, read by every tab), `progress` (the Keras c
 fill it and checkpoint each epoch), `publisher` (live.json and stop requests for other
 processes), `distributed` and `distributed_loop` (tf.distribute strategies and our loop).
 
-May import: config, files, paths, quiet, data, recipes, models, runs, insight, planning.
+May import: config, files, paths, quiet, trainer_lock, data, recipes, models, runs, insight, planning.
 """
 from __future__ import annotations
 

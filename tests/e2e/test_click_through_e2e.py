@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from playwright.sync_api import expect
 
-from cifar_core import training
+from job_helpers import start_job
 from cifar_core.config import TrainConfig
 from cifar_core.data import CLASS_NAMES
 from test_dashboard_e2e import LIVE, NAME, PAGE_MS, choose_run, grid_captions, live, markdown, no_traceback, open_page
@@ -27,8 +27,8 @@ def trained_run(server) -> str:
     """A quick synthetic run (1 epoch, 100 test images) in the server's artifacts folder."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CIFAR_ARTIFACTS_DIR", str(server.artifacts_dir))
-        job = training.start_job(TrainConfig(epochs=1, data="synthetic", train_subset=256, test_subset=TEST_IMAGES,
-                                             batch_size=32))
+        job = start_job(TrainConfig(epochs=1, data="synthetic", train_subset=256, test_subset=TEST_IMAGES,
+                                    batch_size=32))
         assert job.join(240), "training the click-through run took over 240 s"
     assert job.snapshot().status == "completed", job.snapshot().error
     return job.run_id
