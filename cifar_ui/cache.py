@@ -86,17 +86,6 @@ def predictions_for(run: runs.Run) -> tuple[TestPredictions, Dataset]:
     return preds, data
 
 
-@st.cache_data(max_entries=8, show_spinner="Predicting augmented copies of the test set…")
-def _tta_accuracy(run_id: str, stamp: str, config_json: str, level: str, _run: runs.Run) -> float:
-    return evaluation.tta_predictions(_model(run_id, stamp)[0], _test_data(run_id, config_json, _run), level).accuracy
-
-
-def tta_accuracy_for(run: runs.Run, level: str) -> float:
-    """Test accuracy of the run's model averaged over `level`'s augmented copies (once per model)."""
-    _usable(run)
-    return _tta_accuracy(run.run_id, model_stamp(run), run.config.to_json(), level, run)
-
-
 PREVIEW_PIXELS = 512  # the original is kept only this large: a 40 MP upload would be ~120 MB
 
 

@@ -5,7 +5,7 @@ import functools
 import pandas as pd
 import streamlit as st
 
-from cifar_core import charts
+from cifar_core import charts, jobs, runs, trainer_lock
 from cifar_core.charts import explain as charts_explain
 from cifar_core.insight import evaluation
 from cifar_core.config import TTA_LEVELS
@@ -48,6 +48,40 @@ next(cols).metric("Epochs trained", fmt.epochs_text(run))
 st.download_button("Download the report (HTML)", data=functools.partial(cache.report_html, run),
                    file_name=f"{run.run_id}-report.html", mime="text/html", icon=":material/summarize:",
                    on_click="ignore", help="Everything on this page and the curves, in one file that opens offline.")
+def tta_panel(level: str, allowed: bool) -> None:
+    """The run's TTA result for this model file, or the button that starts its evaluation in a job
+    process of its own (cifar_core/jobs), watched here until its result lands in the run folder."""
+    stamp = runs.current_model_stamp(run.path)
+    result = evaluation.recorded_tta(run.path, level, stamp)
+    holder = trainer_lock.holder() or {}
+    evaluating = holder.get("run_id") == run.run_id and holder.get("tta") == level
+    if result and "accuracy" in result:
+        acc = result["accuracy"]
+        st.metric(f"Test accuracy with TTA ({level})", fmt.pct(acc),
+                  delta=f"{(acc - score['test_accuracy']) * 100:+.1f} points vs plain")
+        return
+    if result and "error" in result and not evaluating:
+        st.error(f"The TTA evaluation failed: {result['error']}", icon=":material/error:")
+    if evaluating:
+        @st.fragment(run_every=1.0)
+        def wait() -> None:
+            if evaluation.recorded_tta(run.path, level, stamp) or (trainer_lock.holder() or {}).get("tta") != level:
+                st.rerun(scope="app")
+            st.caption(f"Evaluating with {level} in a job process of its own…")
+
+        wait()
+        return
+    if st.button("Evaluate with TTA", icon=":material/play_arrow:", disabled=not allowed,
+                 help=access.locked_reason() or "Predicts the test set 2 or 6 times in a job process of its own; "
+                                                "the machine's trainer is held meanwhile.") and allowed:
+        try:
+            jobs.evaluate_tta(run.run_id, level)
+        except (jobs.JobBusyError, runs.RunError) as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            st.rerun()
+
+
 with st.expander("Test-time augmentation", icon=":material/flip:"):
     st.caption("Averages the model's predictions over mirrored (flip) and also one-pixel-shifted (flip_shift) "
                "copies of each test image. Costs 2 or 6 predictions per image; the model is unchanged.")
@@ -57,15 +91,7 @@ with st.expander("Test-time augmentation", icon=":material/flip:"):
         st.caption(access.locked_reason())
     else:
         level = st.selectbox("Views", [t for t in TTA_LEVELS if t != "none"], key="evaluate_tta_level")
-        if st.button("Evaluate with TTA", icon=":material/play_arrow:", disabled=not allowed,
-                     help=access.locked_reason() or None) and allowed:
-            try:
-                acc = cache.tta_accuracy_for(run, level)
-            except cache.LOAD_ERRORS as exc:
-                st.error(f"Cannot evaluate run {run.run_id}: {exc}", icon=":material/error:")
-            else:
-                st.metric(f"Test accuracy with TTA ({level})", fmt.pct(acc),
-                          delta=f"{(acc - score['test_accuracy']) * 100:+.1f} points vs plain")
+        tta_panel(level, allowed)
 
 st.subheader(f"First {FIRST_N} test images")
 tiles = st.columns(FIRST_N)

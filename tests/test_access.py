@@ -222,6 +222,9 @@ def test_a_locked_evaluate_page_starts_no_tta_and_writes_nothing_into_the_run(wi
     unlock(at)  # the same session, unlocked: its predictions and calibration are stored, TTA starts
     assert (folder / evaluation.PREDICTIONS_FILE).is_file() and (folder / calibration.CALIBRATION_FILE).is_file()
     widget(at.button, "Evaluate with TTA").click().run()
+    wait_for(lambda: (folder / evaluation.TTA_FILE).is_file() and trainer_lock.holder() is None, 180,
+             "the TTA job process to record its result")
+    at.run()
     assert [m for m in at.metric if m.label.startswith("Test accuracy with TTA")]
 
 

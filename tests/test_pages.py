@@ -502,10 +502,16 @@ def test_train_preset_control_fills_the_form_and_the_run_records_the_preset(arti
     assert "Accuracy over training time" in chart_titles(at)
 
 
-def test_evaluate_computes_tta_on_demand(with_run):
+def test_evaluate_computes_tta_on_demand_in_a_job_process(with_run, artifacts):
     at = open_page("pages/evaluate.py")
     widget(at.selectbox, "Views").set_value("flip")
     widget(at.button, "Evaluate with TTA").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    holder = trainer_lock.holder()  # not computed in the server: a job process holds the machine for it
+    assert holder is None or (holder["tta"] == "flip" and holder["pid"] != os.getpid())
+    wait_for(lambda: (artifacts / "runs" / with_run / "tta.json").is_file() and trainer_lock.holder() is None,
+             180, "the TTA job process to record its result")
+    at.run()
     assert not at.exception and not at.error, texts(at.error)
     tta = [m for m in at.metric if m.label == "Test accuracy with TTA (flip)"]
     assert len(tta) == 1 and re.fullmatch(r"\d{1,3}\.\d%", tta[0].value)

@@ -16,6 +16,7 @@ from cifar_core.data import CLASS_NAMES, NUM_CLASSES, Dataset
 from cifar_core.files import replace_atomically
 
 PREDICTIONS_FILE = "predictions.npz"
+TTA_FILE = "tta.json"  # TTA evaluations made after training (a job process each): level -> result
 _EPS = 1e-7  # Keras clips probabilities by this before the log in categorical cross-entropy
 
 
@@ -121,6 +122,37 @@ def tta_predictions(model: Any, data: Dataset, level: str, batch_size: int = 256
 
     probs = predict_tta(lambda x: predict_test_set(model, x, batch_size), data.x_test, level, plain=plain)
     return TestPredictions(probs.astype(np.float32), np.asarray(data.y_test))
+
+
+def evaluate_tta(run: runs.Run, level: str) -> float:
+    """The run's model's test accuracy averaged over `level`'s augmented views, recorded in
+    TTA_FILE with the stamp of the model file it came from (a TTA job process calls this)."""
+    model, stamp = runs.load_model_stamped(run.run_id)
+    accuracy = float(tta_predictions(model, run_test_data(run), level).accuracy)
+    record_tta(run.path, level, {"accuracy": accuracy, "model_stamp": stamp, "evaluated_at": time.time()})
+    return accuracy
+
+
+def record_tta(run_dir: Path, level: str, result: dict[str, Any]) -> None:
+    """Add one level's result (or {"error": ..., "model_stamp": ...}) to the run's TTA_FILE."""
+    try:
+        recorded = runs.read_json(run_dir / TTA_FILE)
+    except runs.RunError:
+        recorded = {}
+    recorded = recorded if isinstance(recorded, dict) else {}
+    runs.write_json(run_dir / TTA_FILE, {**recorded, level: result})
+
+
+def recorded_tta(run_dir: Path, level: str, stamp: Optional[str]) -> Optional[dict[str, Any]]:
+    """This level's recorded result for the model file `stamp` ({"accuracy"} or {"error"}); None
+    when there is none for that very file."""
+    try:
+        result = runs.read_json(Path(run_dir) / TTA_FILE).get(level)
+    except (runs.RunError, AttributeError):
+        return None
+    if not isinstance(result, dict) or stamp is None or result.get("model_stamp") != stamp:
+        return None
+    return result
 
 
 def save_predictions(run_dir: Path, preds: TestPredictions, model_stamp: str) -> None:

@@ -1,7 +1,7 @@
 """Training jobs as processes of their own.
 
-Every job (a run started from the page, a queued run, a sweep trial, a resume) is a process of its
-own, started here: `start` and `resume` take the machine's trainer lock (cifar_core/trainer_lock.py)
+Every job (a run started from the page, a queued run, a sweep trial, a resume, a TTA evaluation) is
+a process of its own, started here: `start` and `resume` take the machine's trainer lock (cifar_core/trainer_lock.py)
 and the run folder's claim, hand both open descriptors to a new `python -m cifar_core.jobs.process`
 and return once that process has taken them over. From then on the run folder is the only
 interface between the job and whoever watches or stops it: status.json, live.json,
@@ -143,17 +143,39 @@ def resume(run_id: str, *, epochs: Optional[int] = None, lock: Optional[TrainerL
     return Job(run_id, job.run_dir, process, time.monotonic() - began)
 
 
-def _spawn(args: list[str], lock: TrainerLock, claim: runs.Claim, run_dir: Path, bound: bool) -> subprocess.Popen:
+def evaluate_tta(run_id: str, level: str) -> Job:
+    """Evaluate a run's model with test-time augmentation in a job process of its own, holding the
+    machine's trainer (it predicts the test set 2 or 6 times); the result lands in the run folder
+    (`insight.evaluation.recorded_tta`). Returns once the process holds the machine.
+
+    Raises:
+      JobBusyError: the machine's trainer is held.
+      runs.RunError: no such run, or it has no model yet.
+    """
+    run = runs.load_run(run_id)
+    if run.model_path is None:
+        raise runs.RunError(f"run {run_id} has no saved model yet")
+    began = time.monotonic()
+    with trainer_lock.take(f"TTA evaluation of run {run_id} ({level})", run_id=run_id, tta=level) as lock:
+        process = _spawn(["tta", run_id, "--level", level], lock, None, run.path, bound=False)
+    return Job(run_id, run.path, process, time.monotonic() - began)
+
+
+def _spawn(args: list[str], lock: TrainerLock, claim: Optional[runs.Claim], run_dir: Path,
+           bound: bool) -> subprocess.Popen:
     """The job process, holding `lock` and `claim` (inherited descriptors); returns once it said
     it holds them, or raises RunError with what it printed before it died."""
     env = {**os.environ, ARTIFACTS_ENV: str(artifacts_dir())}
-    command = [sys.executable, "-m", PROCESS_MODULE, *args, "--lock-fd", str(lock.fd), "--claim-fd", str(claim.fd)]
+    fds = (lock.fd,) if claim is None else (lock.fd, claim.fd)
+    command = [sys.executable, "-m", PROCESS_MODULE, *args, "--lock-fd", str(lock.fd)]
+    if claim is not None:
+        command += ["--claim-fd", str(claim.fd)]
     if bound:
         command += ["--parent", str(os.getpid())]
     with open(run_dir / JOB_LOG, "ab") as log:
         # bound: in this process's group, so a Ctrl-C at the terminal reaches the job as well
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                   pass_fds=(lock.fd, claim.fd), start_new_session=not bound, env=env)
+                                   pass_fds=fds, start_new_session=not bound, env=env)
     try:
         said = _first_line(process, READY_SECONDS)
     except BaseException:

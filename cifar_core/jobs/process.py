@@ -1,6 +1,6 @@
-"""A job process: `python -m cifar_core.jobs.process new RUN_DIR | resume RUN_ID [--epochs N]`,
-started by `cifar_core.jobs` with the machine's trainer lock and the run's claim as inherited
-descriptors. It trains in its main thread; SIGINT or SIGTERM (or a stop request in the run folder)
+"""A job process: `python -m cifar_core.jobs.process new RUN_DIR | resume RUN_ID [--epochs N] |
+tta RUN_ID --level L`, started by `cifar_core.jobs` with the machine's trainer lock and (to train)
+the run's claim as inherited descriptors. It trains in its main thread; SIGINT or SIGTERM (or a stop request in the run folder)
 make it save and end as stopped. With `--parent PID` it does the same when that process dies (a
 sweep worker's trial must not train on without the worker that reports it).
 """
@@ -29,11 +29,12 @@ def _stop_with_parent(parent: int) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifar_core.jobs.process")
-    parser.add_argument("kind", choices=("new", "resume"))
-    parser.add_argument("target", help="the new run's folder, or the id of the run to resume")
+    parser.add_argument("kind", choices=("new", "resume", "tta"))
+    parser.add_argument("target", help="the new run's folder, or the id of the run to resume or evaluate")
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--level", default=None, help="tta: the views (flip, flip_shift)")
     parser.add_argument("--lock-fd", type=int, required=True)
-    parser.add_argument("--claim-fd", type=int, required=True)
+    parser.add_argument("--claim-fd", type=int, default=None)
     parser.add_argument("--parent", type=int, default=None)
     parser.add_argument("--stops-since", type=float, default=None, help="a resume: stop requests from this time on count")
     args = parser.parse_args(argv)
@@ -41,6 +42,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from cifar_core import jobs, runs, trainer_lock
 
     lock = trainer_lock.adopt(args.lock_fd)
+    if args.kind == "tta":
+        return _evaluate_tta(lock, args.target, args.level)
     claim = runs.adopt_claim(args.claim_fd)
     pending: list = []  # a stop that arrives before the job exists
     holder: dict = {}
@@ -83,6 +86,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lock.release()
     status = job.snapshot().status
     return 0 if status == "completed" else 3 if status == "stopped" else 1
+
+
+def _evaluate_tta(lock, run_id: str, level: str) -> int:
+    """A TTA evaluation: the result, or why there is none, recorded in the run folder."""
+    from cifar_core import runs
+    from cifar_core.insight import evaluation
+    from cifar_core.quiet import load_tensorflow_quietly
+
+    lock.describe(f"TTA evaluation of run {run_id} ({level})", run_id=run_id, tta=level)  # this process holds it
+    print("ready", flush=True)
+    os.dup2(2, 1)
+    run = runs.load_run(run_id)
+    try:
+        load_tensorflow_quietly()
+        evaluation.evaluate_tta(run, level)
+    except Exception as exc:  # the page shows this line instead of waiting for ever
+        evaluation.record_tta(run.path, level, {"error": f"{type(exc).__name__}: {exc}",
+                                                "model_stamp": runs.current_model_stamp(run.path)})
+        raise
+    finally:
+        lock.release()
+    return 0
 
 
 if __name__ == "__main__":
