@@ -572,8 +572,11 @@ def check_trials(soak: Soak, args) -> tuple[list[str], dict[str, Any]]:
             folders = by_trial.get((name, shown), [])
             if len(folders) > 1:
                 failures.append(f"{name} #{shown}: trained {len(folders)} times: {[r.run_id for r in folders]}")
-            if attrs.get("run_id") and attrs["run_id"] not in {r.run_id for r in folders} and state != "WAITING":
-                failures.append(f"{name} #{shown}: its run {attrs['run_id']} has no folder naming the trial")
+            # a retry carries its predecessor's user attrs (run_id included) until it starts
+            line_numbers = [studies.display_number(n) for n in (t.system_attrs.get("retry_history") or [])] + [shown]
+            line_runs = {r.run_id for n in line_numbers for r in by_trial.get((name, n), [])}
+            if attrs.get("run_id") and attrs["run_id"] not in line_runs:
+                failures.append(f"{name} #{shown}: its run {attrs['run_id']} has no folder naming it or a trial it retries")
             if state == "COMPLETE" and folders and folders[0].status != "completed":
                 failures.append(f"{name} #{shown}: complete, but its run {folders[0].run_id} is {folders[0].status}")
         ended_lines = 0
