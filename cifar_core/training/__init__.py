@@ -111,6 +111,13 @@ class TrainingJob:
         self._stop.set()
         return True
 
+    def publish_now(self) -> None:
+        """Write the live state for watchers now (an epoch just ended), not at the publisher's next tick."""
+        if self._publisher is not None:
+            self._publisher.publish_now()
+        else:
+            self.state.publish()
+
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until `run` has returned (for a caller that runs it in another thread); True then."""
         return self._ended.wait(timeout)

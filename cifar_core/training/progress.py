@@ -111,7 +111,7 @@ def make_live_callback(state: JobState, job: Any, run_dir: Path, batches_per_epo
             logs = {k: float(v) for k, v in (logs or {}).items() if k in runs.HISTORY_KEYS}
             logs["train_seconds"] = round(before[-1] + trained, 3)
             history = state.add_epoch(logs)
-            state.publish()  # the epoch's point goes out now, not at the publisher's next tick
+            job.publish_now()  # the epoch's point goes out now (live.json), not at the publisher's next tick
             state.update(message=f"Saving checkpoint of epoch {epoch + 1}")
             # Weights first, then the history that describes them: a kill between the two leaves
             # weights one epoch ahead of the history (resume trains one extra epoch), never behind.

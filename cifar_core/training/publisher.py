@@ -113,6 +113,7 @@ class Publisher:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"live-{job.run_id}", daemon=True)
         self.failures = 0  # writes that failed (a full disk): the job goes on, watchers see it stale
+        self._writing = threading.Lock()  # the training thread (an epoch's end) and this one: one version at a time
 
     def start(self) -> None:
         self._thread.start()
@@ -124,10 +125,11 @@ class Publisher:
     def _publish(self) -> None:
         if not self._job.owns_folder:  # a resume writes its run folder only once training begins
             return
-        try:
-            runs.write_json(self._job.run_dir / LIVE_FILE, to_record(self._job.state.publish()))
-        except OSError:
-            self.failures += 1
+        with self._writing:  # a newer version never lands before an older one
+            try:
+                runs.write_json(self._job.run_dir / LIVE_FILE, to_record(self._job.state.publish()))
+            except OSError:
+                self.failures += 1
 
     def _loop(self) -> None:
         next_publish = 0.0
