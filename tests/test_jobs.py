@@ -188,6 +188,9 @@ def test_a_signalled_worker_saves_its_trials_run_and_returns_the_trial(artifacts
     assert first.state == TrialState.FAIL and "interrupted" in first.user_attrs["error"]
     assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == first.number
     assert retry.params == first.params and retry.user_attrs.get("config") == first.user_attrs.get("config")
+    row = next(r for r in studies.trial_rows(*studies.load(name)) if r["trial"] == studies.display_number(retry.number))
+    assert row["retry of"] == studies.display_number(first.number)
+    assert row["run"] is None and row["error"] is None  # the retry has not run: its predecessor's are not its own
     assert trainer_lock.holder() is None
 
 

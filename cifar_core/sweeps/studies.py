@@ -317,12 +317,19 @@ def trial_rows(sweep: Sweep, study) -> list[dict[str, Any]]:
     rows = []
     with _reading(f"the trials of {sweep.name!r}"):
         trials = study.get_trials(deepcopy=False)
+    from optuna.trial import TrialState
+
     for t in trials:
         attrs = t.user_attrs
         if attrs.get("empty"):
             continue
+        history = t.system_attrs.get("retry_history")
+        retry_of = attrs.get("retry_of", history[-1] if isinstance(history, list) and history
+                             else t.system_attrs.get("failed_trial"))
+        if t.state == TrialState.WAITING and retry_of is not None:  # Optuna's retry copies its predecessor's
+            attrs = {k: v for k, v in attrs.items()  # attributes: what that attempt did is not this one's
+                     if k not in ("run_id", "error", "train_seconds", "pruned_at_epoch", "worker", "returned")}
         seconds = attrs.get("train_seconds")
-        retry_of = attrs.get("retry_of", t.system_attrs.get("failed_trial"))
         row: dict[str, Any] = {"trial": display_number(t.number),
                                "state": "removed" if attrs.get("removed") else t.state.name.lower()}
         if sweep.kind == "queue":
