@@ -105,13 +105,17 @@ class Run:
 
 # --- which model file a reader loads ---------------------------------------------------------
 
-MODEL_FILES = ("model.keras", "checkpoint.keras")  # the final model first
+# The weights an EMA run (weight_averaging="ema") would end with, saved beside each epoch's checkpoint:
+# the checkpoint keeps the raw weights a resume continues from, this file the averaged ones a reader
+# of a run killed mid-way must be served (the final model holds them once the run ends).
+AVERAGED_CHECKPOINT = "checkpoint-averaged.keras"
+MODEL_FILES = ("model.keras", AVERAGED_CHECKPOINT, "checkpoint.keras")  # the final model first
 
 
 def model_file(run_dir: Path) -> Optional[Path]:
-    """The one place that chooses a run's model: the final model, else the last epoch's
-    checkpoint, else None. Resuming retires the final model, so this file always holds the weights
-    the history ends at (or a stop's later ones)."""
+    """The one place that chooses a run's model: the final model, else the last epoch's averaged
+    weights (an EMA run), else its checkpoint, else None. Resuming retires the final model, so this
+    file always holds the weights the history ends at (or a stop's later ones)."""
     for name in MODEL_FILES:
         if (Path(run_dir) / name).is_file():
             return Path(run_dir) / name

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from cifar_core.training import distributed, publisher as live
+from cifar_core.training.distributed_loop import MIN_SHARE_IMAGES
 from cifar_core import runs
 from cifar_core.config import TrainConfig
 from cifar_core.data import (  # noqa: F401 (re-exported)
@@ -173,7 +174,8 @@ class TrainingJob:
         self.state.update(message="Loading data")
         data = self._dataset or load_training_data(cfg)
         keras.utils.set_random_seed(cfg.seed)
-        train_ds = make_tf_dataset(data.x_train, data.y_train, cfg.batch_size, shuffle_seed=cfg.seed)
+        train_ds = make_tf_dataset(data.x_train, data.y_train, cfg.batch_size, shuffle_seed=cfg.seed,
+                                   min_batch=MIN_SHARE_IMAGES)  # as batches_per_pass counts them
         val_ds = make_tf_dataset(data.x_test, data.y_test, cfg.validation_batch_size)
         batches = cluster.batches_per_pass(len(data.x_train), cfg.batch_size)  # one pass over the training images ...
         if cfg.steps_per_epoch and cfg.steps_per_epoch < batches:  # ... or fewer steps (a budget's plan):
@@ -230,6 +232,7 @@ class TrainingJob:
         stamp = runs.model_stamp(final)  # the predictions below are this file's
         if not stopped:  # a stopped run keeps its last epoch's checkpoint: resume continues from there
             (self.run_dir / "checkpoint.keras").unlink(missing_ok=True)
+            (self.run_dir / runs.AVERAGED_CHECKPOINT).unlink(missing_ok=True)
         self.state.update(message="Evaluating on the test set")
         metrics = evaluate_model(distributed.evaluation_model(model, final), data, self.run_dir, tta=cfg.tta,
                                  batch_size=cfg.validation_batch_size, model_stamp=stamp,
@@ -260,6 +263,7 @@ class TrainingJob:
             (self.run_dir / stale).unlink(missing_ok=True)
         checkpoint, final = self.run_dir / "checkpoint.keras", self.run_dir / "model.keras"
         if plan["from_final"]:
+            (self.run_dir / runs.AVERAGED_CHECKPOINT).unlink(missing_ok=True)  # none is left by a completed run
             os.replace(final, checkpoint)  # readers now load the state the history ends at
         else:
             final.unlink(missing_ok=True)  # weights from mid-epoch, ahead of the history: retired
@@ -309,10 +313,13 @@ class TrainingJob:
 
 
 
-def make_tf_dataset(x, y, batch_size: int, shuffle_seed: Optional[int] = None):
+def make_tf_dataset(x, y, batch_size: int, shuffle_seed: Optional[int] = None, min_batch: int = 1):
     """uint8 images and int labels -> batches of (float32 images, one-hot labels), prefetched.
 
-    Keeps the data uint8 in memory (a quarter of a float32 copy) and converts per batch.
+    Keeps the data uint8 in memory (a quarter of a float32 copy) and converts per batch. A last,
+    partial batch of fewer than `min_batch` images is left out (training passes MIN_SHARE_IMAGES: a
+    step on one image normalises it by its own BatchNorm statistics); its images train in the other
+    passes, reshuffled into full batches.
     """
     import tensorflow as tf
 
@@ -324,7 +331,10 @@ def make_tf_dataset(x, y, batch_size: int, shuffle_seed: Optional[int] = None):
     def to_model_batch(images, labels):
         return tf.cast(images, tf.float32), tf.one_hot(labels, NUM_CLASSES)
 
-    ds = ds.batch(batch_size).map(to_model_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if min(min_batch, batch_size) > 1 and len(x) % batch_size and len(x) % batch_size < min_batch:
+        ds = ds.take(len(x) // batch_size)  # every pass the same count; reshuffled, so other images each time
+    ds = ds.map(to_model_batch, num_parallel_calls=tf.data.AUTOTUNE)
     # tf.data's autotuner sometimes blocks the iterator's destructor (end of fit or of an epoch)
     # for 1-34 s while holding the GIL, freezing every thread, the dashboard's included;
     # bench/train_throughput.py: 0 stalls in 10 runs with it off, 4 in 10 on, same CPU/image.

@@ -67,10 +67,12 @@ class Cluster:
                 "learning_rate": config.learning_rate, "learning_rate_scaling": LR_RULE}
 
     def batches_per_pass(self, images: int, batch_size: int) -> int:
-        """Training steps in one pass over `images`: the last, partial batch only if it is trained
-        (a batch too small to share over the replicas is skipped: MIN_SHARE_IMAGES)."""
+        """Training steps in one pass over `images`: the last, partial batch only if it is trained.
+        A partial batch of fewer than MIN_SHARE_IMAGES is never trained, on one device either (a
+        single image's BatchNorm statistics are its own values: make_tf_dataset leaves it out); under
+        our loop one too small to share over the replicas is skipped as well."""
         full, rest = divmod(images, batch_size)
-        return full + bool(rest and (not self.custom_loop or trains_batch(rest, self.replicas)))
+        return full + bool(rest >= MIN_SHARE_IMAGES and (not self.custom_loop or trains_batch(rest, self.replicas)))
 
     def check(self, config: TrainConfig) -> None:
         """Refuse a batch that does not split evenly over the replicas, or leaves a replica fewer
@@ -79,8 +81,12 @@ class Cluster:
             raise ValueError(f"batch_size {config.batch_size} (the global batch) does not split evenly over "
                              f"{self.replicas} replicas; choose a multiple of {self.replicas}")
         step = min(config.batch_size, config.train_subset or config.batch_size)  # the most images one step has
+        what = "batch_size" if step == config.batch_size else "train_subset"
+        if step < config.batch_size and step < MIN_SHARE_IMAGES:  # its one, partial batch is left out
+            raise ValueError(f"train_subset {step} is a single partial batch of fewer than {MIN_SHARE_IMAGES} "
+                             f"images, which is not trained (BatchNorm needs {MIN_SHARE_IMAGES}); choose at least "
+                             f"{MIN_SHARE_IMAGES}")
         if not trains_batch(step, self.replicas):
-            what = "batch_size" if step == config.batch_size else "train_subset"
             raise ValueError(f"{what} {step} leaves each of {self.replicas} replicas fewer than {MIN_SHARE_IMAGES} "
                              f"training images a step (BatchNorm needs {MIN_SHARE_IMAGES}); choose at least "
                              f"{MIN_SHARE_IMAGES * self.replicas}")

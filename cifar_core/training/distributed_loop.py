@@ -17,7 +17,8 @@ from cifar_core.training.progress import StopRequested
 # global batch is refused: distributed.Cluster.check), and its images train in the other epochs,
 # reshuffled into full batches. A validation batch is never skipped: one smaller than the replica
 # count is padded to one image per replica, the padding weighted 0 (inference uses no batch
-# statistics). One replica (one device) trains every batch, as Keras' fit does.
+# statistics). One replica (one device) trains every batch it is given, as Keras' fit does; a training
+# dataset leaves out a last batch of fewer than MIN_SHARE_IMAGES (training.make_tf_dataset).
 MIN_SHARE_IMAGES = 2
 
 

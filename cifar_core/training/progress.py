@@ -102,6 +102,18 @@ def make_live_callback(state: JobState, job: Any, run_dir: Path, batches_per_epo
             if job.stop_requested:
                 raise StopRequested()
 
+        def _save_averaged(self, path: Path) -> None:
+            """The model with the optimizer's moving averages swapped in, as fit's end would leave it,
+            saved to `path`; training then carries on from its raw weights, put back."""
+            weights = self.model.trainable_weights
+            raw = [np.array(w) for w in weights]
+            self.model.optimizer.finalize_variable_values(weights)
+            try:
+                runs.save_model(self.model, path)
+            finally:
+                for w, value in zip(weights, raw):
+                    w.assign(value)
+
         def on_epoch_end(self, epoch, logs=None):
             if final_validation is not None and epoch + 1 == job.config.epochs and logs is not None:
                 self._train_end = time.perf_counter()
@@ -115,6 +127,8 @@ def make_live_callback(state: JobState, job: Any, run_dir: Path, batches_per_epo
             state.update(message=f"Saving checkpoint of epoch {epoch + 1}")
             # Weights first, then the history that describes them: a kill between the two leaves
             # weights one epoch ahead of the history (resume trains one extra epoch), never behind.
+            if job.config.weight_averaging == "ema":  # first: what a reader is served is never behind
+                self._save_averaged(run_dir / runs.AVERAGED_CHECKPOINT)
             runs.save_model(self.model, run_dir / "checkpoint.keras")
             runs.write_history(run_dir, history)
             runs.update_status(run_dir, epochs_done=epoch + 1)
