@@ -5,6 +5,7 @@ import streamlit as st
 from cifar_core import charts
 from cifar_core.data import CLASS_NAMES
 from cifar_ui import browse_link, cache, fmt, gallery, nav, why, widgets
+from cifar_ui.calibration import calibration_for, probability_kind, shown_probabilities
 
 nav.require_entry(nav.BROWSE)
 
@@ -26,6 +27,12 @@ try:
 except cache.LOAD_ERRORS as exc:
     st.error(f"Cannot load the predictions of run {run.run_id}: {exc}", icon=":material/error:")
     st.stop()
+calibrated = calibration_for(run, preds)  # the run's temperature: Browse shows the probability Predict shows
+
+
+def shown_confidence(t: dict) -> float:
+    """The predicted class's probability as every page shows it (calibrated where the run has a temperature)."""
+    return float(shown_probabilities(t["probabilities"], calibrated)[t["predicted_label"]])
 
 
 def class_option(i):
@@ -50,7 +57,9 @@ p1, p2 = st.columns([2, 3], vertical_alignment="center")
 with p1:
     page = st.pagination(gallery.num_pages(len(indices)))  # back to page 1 when the filters change the count
 first, last = gallery.page_span(len(indices), page)
-p2.caption(f"Images {first}–{last} of {len(indices):,} matching ({len(preds.labels):,} test images).")
+p2.caption(f"Images {first}–{last} of {len(indices):,} matching ({len(preds.labels):,} test images). "
+           f"Percentages: the {probability_kind(calibrated)} of the predicted class"
+           + (f" (temperature {calibrated['temperature']:.2f})." if calibrated else "."))
 shown = gallery.page_of(indices, page)
 
 
@@ -69,7 +78,7 @@ with grid_col:
                 st.button("Inspect", key=f"inspect-{t['index']}", on_click=select_image, args=(t["index"],),
                           width="stretch")
                 colour = "green" if t["correct"] else "red"
-                st.markdown(f"{t['true_name']} → :{colour}[**{t['predicted_name']}**] {fmt.pct(t['confidence'], 0)}")
+                st.markdown(f"{t['true_name']} → :{colour}[**{t['predicted_name']}**] {fmt.pct(shown_confidence(t), 0)}")
 
 with detail_col:
     selected = st.session_state.get(SELECTED_KEY)
@@ -78,11 +87,14 @@ with detail_col:
     t = gallery.tile(preds, data, selected)
     st.subheader(f"Test image #{t['index']}")
     st.image(widgets.upscale(t["image"], 224))
-    verdict = ":green[**right**]" if t["correct"] else ":red[**wrong**]"
+    outcome_word = ":green[**right**]" if t["correct"] else ":red[**wrong**]"
+    how = (f"calibrated with temperature {calibrated['temperature']:.2f}" if calibrated  # Predict's words
+           else "the model's own probability; this run has no calibration")
     st.markdown(f"True **{t['true_name']}**, predicted **{t['predicted_name']}** "
-                f"({fmt.pct(t['confidence'])}) — {verdict}  \nLoss {t['loss']:.3f}")
-    st.plotly_chart(charts.probability_bars(t["probabilities"], true_label=t["true_label"],
-                                            title="Probabilities (true class in red)"))
+                f"({fmt.pct(shown_confidence(t))}, {how}) — {outcome_word}  \nLoss {t['loss']:.3f}")
+    st.plotly_chart(charts.probability_bars(shown_probabilities(t["probabilities"], calibrated),
+                                            true_label=t["true_label"],
+                                            title=f"Probabilities, {probability_kind(calibrated)} (true class in red)"))
     explain = st.toggle("Why? Grad-CAM, occlusion, feature maps", key="browse_why_on")
 
 if explain:  # full width below the grid: the feature-map grid needs the room
