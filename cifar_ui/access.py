@@ -7,10 +7,16 @@
   name, tags and notes, evaluating with TTA, building or downloading a model export) ask for the
   password once per browser session; a session that may not act writes nothing into a run folder.
   Wrong tries slow down further tries from the same client (its IP address), are forgotten
-  after a quiet while, and are cleared by the right password.
+  after a quiet while, and are cleared by the right password; all clients together get at most
+  GLOBAL_TRIES_PER_MINUTE wrong tries a minute (the server's own machine is exempt).
 - `CIFAR_LAB_READONLY=1`: a public viewer; no action is shown at all, password or not.
+- `CIFAR_LAB_TRUSTED_PROXY`: the address(es) of a reverse proxy; only a connection from one of
+  them has its `X-Forwarded-For` believed.
 
-The CLI is unaffected: it runs as the user. Pages ask `can_act()` and show `locked_reason()`.
+Whoever may not act is a viewer: it picks only the lab's own data sources, starts no heavy work,
+and sees no server internals (absolute paths, the host name): only the owner, able to act on the
+server's own machine, does (`sees_internals()`). The CLI is unaffected: it runs as the user. Pages
+ask `can_act()` and show `locked_reason()`.
 """
 from __future__ import annotations
 
@@ -19,25 +25,33 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Optional
 
 import streamlit as st
 
 PASSWORD_ENV = "CIFAR_LAB_PASSWORD"
 READONLY_ENV = "CIFAR_LAB_READONLY"
+TRUSTED_PROXY_ENV = "CIFAR_LAB_TRUSTED_PROXY"  # comma-separated addresses whose X-Forwarded-For is believed
 UNLOCKED_KEY = "cifar_lab_unlocked"
 FREE_TRIES = 3  # wrong passwords before each further try must wait
 MAX_WAIT_SECONDS = 60.0
 FORGET_SECONDS = 15 * 60.0  # a client's wrong tries are forgotten this long after its last one
 MAX_CLIENTS = 10_000  # clients remembered at once (the longest quiet forgotten first): bounded memory
 LOCAL_CLIENT = "local"  # connections from this machine, for which Streamlit reports no address
+LOOPBACK = ("127.0.0.1", "::1", "localhost")  # how a proxy on this machine is named in TRUSTED_PROXY_ENV
+# Wrong tries a minute from all clients together: rotating addresses resets each one's back-off,
+# not this. The server's own machine is exempt, so guessers elsewhere cannot lock the owner out there.
+GLOBAL_TRIES_PER_MINUTE = 30
+GLOBAL_WINDOW_SECONDS = 60.0
 
 # Keyed by client, not by session: a new browser session must not start afresh, but one client's
 # wrong guesses must not make another wait. client -> (wrong tries, time.monotonic() of the last),
 # ordered from the longest quiet to the latest.
 _failures: "OrderedDict[str, tuple[int, float]]" = OrderedDict()
 _failures_lock = threading.Lock()
+# time.monotonic() of the latest wrong tries of every client (bounded: only the ceiling's worth matter).
+_recent_wrong: "deque[float]" = deque(maxlen=GLOBAL_TRIES_PER_MINUTE)
 
 
 def read_only() -> bool:
@@ -71,21 +85,43 @@ def locked_reason() -> str:
     return ""
 
 
+def trusted_proxies() -> frozenset[str]:
+    """The addresses named in CIFAR_LAB_TRUSTED_PROXY (empty: X-Forwarded-For is never believed)."""
+    return frozenset(a.strip() for a in os.environ.get(TRUSTED_PROXY_ENV, "").split(",") if a.strip())
+
+
 def client_key() -> str:
     """Who is trying a password, for the back-off: the connection's IP address
-    (`st.context.ip_address`). Streamlit reports none for a connection from this machine: that is
-    the owner, or a reverse proxy on it, whose X-Forwarded-For then names the client in its last
-    entry (the one the proxy appended; a client can only prepend to it)."""
+    (`st.context.ip_address`; Streamlit reports none for a connection from this machine, the owner's).
+    Only a connection from a proxy named in CIFAR_LAB_TRUSTED_PROXY is taken to speak for another
+    client: the last X-Forwarded-For entry names it (the one the proxy appended; a client can only
+    prepend). Anyone else can write that header, so it is ignored otherwise."""
     try:
         ip = st.context.ip_address
-        forwarded = None if isinstance(ip, str) and ip else st.context.headers.get("X-Forwarded-For")
     except Exception:  # noqa: BLE001 - outside a served page (a script, a test) there is no connection
-        ip = forwarded = None
-    if isinstance(ip, str) and ip:
-        return ip
-    if isinstance(forwarded, str) and forwarded.strip():
-        return f"{LOCAL_CLIENT} for {forwarded.split(',')[-1].strip()}"
-    return LOCAL_CLIENT
+        ip = None
+    ip = ip if isinstance(ip, str) and ip else None
+    proxies = trusted_proxies()
+    from_proxy = ip in proxies if ip else bool(proxies & set(LOOPBACK))
+    try:
+        forwarded = st.context.headers.get("X-Forwarded-For") if from_proxy else None
+    except Exception:  # noqa: BLE001 - no request headers outside a served page
+        forwarded = None
+    if from_proxy and isinstance(forwarded, str) and forwarded.split(",")[-1].strip():
+        return f"{ip or LOCAL_CLIENT} for {forwarded.split(',')[-1].strip()}"
+    return ip or LOCAL_CLIENT
+
+
+def on_server_machine() -> bool:
+    """Does this session's connection come from the server's own machine (not through a trusted proxy)?"""
+    return client_key() == LOCAL_CLIENT
+
+
+def sees_internals() -> bool:
+    """May this session see the server's internals (absolute paths, the host name)? Only the owner:
+    able to act, on the server's own machine. Everyone else sees names inside the artifacts or
+    data folder, or nothing."""
+    return can_act() and on_server_machine()
 
 
 def _recent_failures(client: str, now: float) -> tuple[int, float]:
@@ -101,19 +137,28 @@ def _recent_failures(client: str, now: float) -> tuple[int, float]:
 
 def wait_before_next_try(client: str, now: Optional[float] = None) -> float:
     """Seconds `client`'s next password try must still wait: none until FREE_TRIES wrong ones, then
-    1 s after the last wrong one, doubling with each further wrong try, at most MAX_WAIT_SECONDS."""
+    1 s after the last wrong one, doubling with each further wrong try, at most MAX_WAIT_SECONDS;
+    or, from elsewhere than the server's machine, until the lab is under its global ceiling again."""
     now = time.monotonic() if now is None else now
     with _failures_lock:
-        return _wait_locked(client, now)
+        return max(_wait_locked(client, now), _global_wait_locked(client, now))
 
 
 def _wait_locked(client: str, now: float) -> float:
-    """wait_before_next_try with the lock held."""
+    """The client's own back-off, with the lock held."""
     count, last = _recent_failures(client, now)
     extra = count - FREE_TRIES
     if extra < 0:
         return 0.0
     return max(0.0, last + min(MAX_WAIT_SECONDS, 2.0 ** extra) - now)
+
+
+def _global_wait_locked(client: str, now: float) -> float:
+    """Seconds until the lab's wrong tries of the last minute are under GLOBAL_TRIES_PER_MINUTE
+    (0 for the server's own machine), with the lock held."""
+    if client == LOCAL_CLIENT or len(_recent_wrong) < GLOBAL_TRIES_PER_MINUTE:
+        return 0.0
+    return max(0.0, _recent_wrong[0] + GLOBAL_WINDOW_SECONDS - now)
 
 
 def try_password(attempt: str, now: Optional[float] = None, client: Optional[str] = None) -> tuple[bool, str]:
@@ -130,10 +175,14 @@ def try_password(attempt: str, now: Optional[float] = None, client: Optional[str
         wait = _wait_locked(client, now)
         if wait > 0:
             return False, f"Too many wrong passwords: try again in {math.ceil(wait)} s."
+        wait = _global_wait_locked(client, now)
+        if wait > 0:  # many clients guessing: nobody's try is checked (a check is a guess)
+            return False, f"Too many wrong passwords on this lab: try again in {math.ceil(wait)} s."
         count, _ = _failures.pop(client, (0, 0.0))
         right = hmac.compare_digest(attempt.encode("utf-8"), password.encode("utf-8"))
         if not right:
             _failures[client] = (count + 1, now)  # now the latest: the last to be forgotten
+            _recent_wrong.append(now)
     if not right:
         return False, "Wrong password."
     st.session_state[UNLOCKED_KEY] = True

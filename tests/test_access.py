@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 import tomllib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,6 +31,8 @@ ACTIONS = {"Start training", "Resume", "Stop", "Delete run", "Save", "Build expo
 def _fresh_failures(monkeypatch):
     """No wrong tries remembered from another test (a server restart does the same)."""
     monkeypatch.setattr(access, "_failures", OrderedDict())
+    monkeypatch.setattr(access, "_recent_wrong", deque(maxlen=access.GLOBAL_TRIES_PER_MINUTE))
+    monkeypatch.delenv(access.TRUSTED_PROXY_ENV, raising=False)
 
 
 @pytest.fixture
@@ -40,9 +42,9 @@ def client_ip(monkeypatch) -> dict:
     real connection carries, and change `client_ip["ip"]` between runs to be another client."""
     from streamlit.runtime import context
 
-    client = {"ip": None}
+    client = {"ip": None, "headers": []}
     monkeypatch.setattr(context, "_get_client_context", lambda: SimpleNamespace(
-        remote_ip=client["ip"], headers={}, cookies={}))
+        remote_ip=client["ip"], headers=client["headers"], cookies={}))
     return client
 
 
@@ -172,7 +174,7 @@ def test_one_clients_wrong_passwords_do_not_make_another_wait(with_run, client_i
     assert access.wait_before_next_try(guesser) > 50  # the guesser still waits
 
 
-def _try(attempt: str, now: float) -> tuple[bool, str]:
+def _try(attempt: str, now: float, client: str = "203.0.113.7") -> tuple[bool, str]:
     """access.try_password outside a page: its session_state write needs a script context, so
     use a plain dict in its place."""
     import streamlit as st
@@ -181,7 +183,7 @@ def _try(attempt: str, now: float) -> tuple[bool, str]:
     original = st.session_state
     try:
         st.session_state = state  # type: ignore[assignment]
-        return access.try_password(attempt, now, client="203.0.113.7")
+        return access.try_password(attempt, now, client=client)
     finally:
         st.session_state = original  # type: ignore[assignment]
 
@@ -265,3 +267,36 @@ def test_a_locked_lab_cannot_resume_a_run_until_unlocked(with_run, monkeypatch):
     job = WatchedRun(with_run)
     assert job.join(120) and job.snapshot().status == "completed", job.snapshot().error
     assert runs.load_run(with_run).epochs_done == 2
+
+
+def test_rotating_addresses_meets_a_global_ceiling_the_owner_here_does_not(monkeypatch):
+    """Each new address starts with a clean back-off; all of them together get
+    GLOBAL_TRIES_PER_MINUTE wrong tries a minute, after which no try is checked, the right one
+    included. The server's own machine keeps its own back-off only."""
+    monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
+    now = 1000.0
+    for i in range(access.GLOBAL_TRIES_PER_MINUTE):
+        assert _try(PASSWORD + "?", now + i, client=f"198.51.100.{i}") == (False, "Wrong password.")
+    ok, message = _try(PASSWORD, now + 31, client="203.0.113.99")  # a fresh address, the right password
+    assert not ok and message == "Too many wrong passwords on this lab: try again in 29 s."
+    assert access.wait_before_next_try("203.0.113.99", now + 31) == pytest.approx(29)
+    assert _try(PASSWORD, now + 31, client=access.LOCAL_CLIENT)[0]  # the owner on the server's machine
+    assert _try(PASSWORD, now + 60, client="203.0.113.99")[0]  # the first wrong try is a minute old
+
+
+def test_x_forwarded_for_is_believed_only_from_the_named_proxy(client_ip, monkeypatch):
+    client_ip["headers"] = [("X-Forwarded-For", "6.6.6.6, 198.51.100.7")]  # as Tornado gives them
+    client_ip["ip"] = None  # this machine: without the setting, one client whatever the header says
+    assert access.client_key() == access.LOCAL_CLIENT
+    client_ip["ip"] = "203.0.113.5"  # anyone elsewhere: the header is theirs to write
+    assert access.client_key() == "203.0.113.5"
+    monkeypatch.setenv(access.TRUSTED_PROXY_ENV, "127.0.0.1")  # a proxy on this machine
+    assert access.client_key() == "203.0.113.5"
+    client_ip["ip"] = None
+    assert access.client_key() == "local for 198.51.100.7"  # the entry the proxy appended
+    assert not access.on_server_machine()
+    monkeypatch.setenv(access.TRUSTED_PROXY_ENV, "10.0.0.5")  # a proxy on another machine
+    client_ip["ip"] = "10.0.0.5"
+    assert access.client_key() == "10.0.0.5 for 198.51.100.7"
+    client_ip["ip"] = None  # this machine is not that proxy
+    assert access.client_key() == access.LOCAL_CLIENT
