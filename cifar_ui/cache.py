@@ -2,6 +2,7 @@
 test-set predictions, and the explanation of an upload. Nothing here is the model being trained."""
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import numpy as np
@@ -12,10 +13,15 @@ from cifar_core import runs
 from cifar_core.data import DataError, Dataset
 from cifar_core.insight.evaluation import TestPredictions
 
-from . import access
+from . import access, fmt
 
 # What loading a run's model, data or predictions can raise; pages show these as st.error.
 LOAD_ERRORS = (runs.RunError, DataError, OSError)
+
+
+class NotComputedForViewers(runs.RunError):
+    """A viewer asked for test-set predictions nobody has computed yet: predicting the test set is
+    work only those who may act start (cifar_ui/access.py)."""
 
 
 def model_stamp(run: runs.Run) -> str:
@@ -62,21 +68,22 @@ def test_data_for(run: runs.Run) -> Dataset:
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting the test set (once per model)…")
-def _predictions(run_id: str, stamp: str, config_json: str, store: bool, _run: runs.Run) -> TestPredictions:
+def _predictions(run_id: str, stamp: str, config_json: str, may_act: bool, _run: runs.Run) -> TestPredictions:
     cached = evaluation.load_cached_predictions(_run)
     if cached is not None:  # the usual case: training cached them; no model, no TensorFlow
         return cached
+    if not may_act:  # raised, so not cached: the next visit finds them once someone made them
+        raise NotComputedForViewers(f"the test-set predictions of run {run_id} are not computed yet; "
+                                    "viewers see them once someone who may act has opened this run")
     model, loaded_stamp = _model(run_id, stamp)
-    # Without a stamp the core does not write predictions.npz: a viewer who may not act sees the
-    # predictions but never writes into the run folder. `store` is in the key: a session that may
-    # act after a viewer predicts again and caches them (once per model file).
     return evaluation.test_predictions(_run, model=model, data=_test_data(run_id, config_json, _run),
-                                       model_stamp=loaded_stamp if store else None)
+                                       model_stamp=loaded_stamp)
 
 
 def predictions_for(run: runs.Run) -> tuple[TestPredictions, Dataset]:
-    """The run's test-set predictions and the images they belong to (cached in the run folder
-    only for a session that may act, cifar_ui/access.py)."""
+    """The run's test-set predictions and the images they belong to: predicted (and kept in the run
+    folder) once per model file for a session that may act; a viewer (cifar_ui/access.py) only
+    reads what is kept, else gets NotComputedForViewers, a RunError the pages show."""
     _usable(run)
     preds = _predictions(run.run_id, model_stamp(run), run.config.to_json(), access.can_act(), run)
     data = test_data_for(run)
@@ -114,10 +121,14 @@ def explain_upload(run: runs.Run, upload: Any) -> dict[str, Any]:
 def report_html(run: runs.Run) -> bytes:
     """The run's self-contained HTML report (cifar_core/insight/report.py), made from the same
     predictions the pages show (so a viewer's download writes nothing into the run folder).
-    A report that cannot be made is a one-line page saying why."""
+    A report that cannot be made is a one-line page saying why. A viewer's copy shows no server
+    internals (access.sees_internals): paths inside the artifacts or data folder, no host."""
+    redact = None if access.sees_internals() else fmt.public_text
     try:
         preds, _ = predictions_for(run)
-        text = report.build_report(run.run_id, preds=preds)
+        text = report.build_report(run.run_id, preds=preds, redact=redact)
     except (report.ReportError, *LOAD_ERRORS) as exc:
-        text = f"<!DOCTYPE html><meta charset='utf-8'><p>No report for run {run.run_id}: {exc}</p>"
+        why = html.escape((redact or str)(str(exc)), quote=True)
+        text = (f"<!DOCTYPE html><meta charset='utf-8'><p>No report for run {html.escape(run.run_id)}: "
+                f"{why}</p>")
     return text.encode("utf-8")

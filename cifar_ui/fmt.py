@@ -1,9 +1,14 @@
-"""Formatting for people: percentages, durations, times, config summaries and the runs table."""
+"""Formatting for people: percentages, durations, times, config summaries, the runs table, and
+paths as a viewer may see them."""
 from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+import re
+import socket
 from collections import Counter
+from pathlib import Path
 from typing import Optional, Sequence
 
 import pandas as pd
@@ -56,14 +61,51 @@ def when(timestamp: Optional[float]) -> str:
     return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
 
 
-def config_summary(config: Optional[TrainConfig]) -> str:
+# An absolute path inside text: a "/" (or "~/") that does not follow a word, a dot, a colon or
+# another slash (so "600/200", "64/128" and URLs stay), up to white space or punctuation.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\"`<>|,;()\[\]{}]+")
+MACHINE = "this machine"  # what a viewer reads in place of the host name
+
+
+def _data_root() -> Optional[Path]:
+    """The folder that holds the lab's own data ($CIFAR10_DATA's parent, where that is a path)."""
+    chosen = os.environ.get("CIFAR10_DATA", "").strip()
+    return Path(chosen).expanduser().resolve().parent if chosen.startswith(("/", "~")) else None
+
+
+def public_path(path: str | Path) -> str:
+    """A path as anyone may see it: relative to the artifacts folder, or to the folder holding the
+    lab's data (so the data folder's own name shows), else its last name alone."""
+    from cifar_core.paths import artifacts_dir
+
+    given = Path(str(path).rstrip(".")).expanduser()
+    candidates = {given, given.resolve()}
+    for root in (artifacts_dir(), _data_root()):
+        for candidate in candidates:
+            if root is not None and candidate.is_relative_to(root) and candidate != root:
+                return candidate.relative_to(root).as_posix()
+    return f"…/{given.name}" if given.name else "…"
+
+
+def public_text(text: Optional[str]) -> str:
+    """`text` with every absolute path in it made `public_path` and the host name made MACHINE."""
+    if not text:
+        return text or ""
+    out = _ABSOLUTE_PATH.sub(lambda m: public_path(m.group(0)) + ("." if m.group(0).endswith(".") else ""), text)
+    host = socket.gethostname()
+    return re.sub(rf"\b{re.escape(host)}\b", MACHINE, out) if len(host) >= 2 else out
+
+
+def config_summary(config: Optional[TrainConfig], public: bool = False) -> str:
+    """One line of a run's config; `public`: its data source as a viewer may see it."""
     if config is None:
         return DASH
     preset = config.preset if matching_preset(config) == config.preset else f"{config.preset} (edited)"
     parts = [preset, config.architecture if config.architecture != "airbench"
              else f"airbench {'/'.join(map(str, config.widths))}",
              f"{config.epochs} epochs", f"batch {config.batch_size}", f"{config.optimizer} lr {config.learning_rate:g}",
-             f"dropout {config.dropout:g}", f"seed {config.seed}", config.data or "default data"]
+             f"dropout {config.dropout:g}", f"seed {config.seed}",
+             (public_text(config.data) if public else config.data) or "default data"]
     if config.train_subset or config.test_subset:
         parts.append(f"subset {config.train_subset or 'all'}/{config.test_subset or 'all'}")
     return " · ".join(parts)
@@ -101,8 +143,10 @@ def epochs_text(run: Run) -> str:
     return f"{run.epochs_done}/{total}" if total else str(run.epochs_done)
 
 
-def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
-    """The runs table: one row per run, broken ones with their reason."""
+def runs_frame(runs: Sequence[Run], public: bool = False) -> pd.DataFrame:
+    """The runs table: one row per run, broken ones with their reason; `public`: paths in the
+    config and the reasons as a viewer may see them (`public_text`)."""
+    shown = public_text if public else (lambda text: text)
     rows = []
     for r in runs:
         rows.append({
@@ -116,8 +160,8 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
             "with TTA": (r.metrics or {}).get("test_accuracy_tta"),
             "training time": duration(r.history["train_seconds"][-1]) if r.history.get("train_seconds") else DASH,
             "duration": duration(r.duration_seconds),
-            "config": config_summary(r.config),
-            "problem": r.broken or r.error or "",
+            "config": config_summary(r.config, public),
+            "problem": shown(r.broken or r.error or ""),
         })
     columns = ["run", "name", "tags", "started", "status", "epochs", "test accuracy", "with TTA", "training time", "duration",
                "config", "problem"]

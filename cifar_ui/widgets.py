@@ -132,17 +132,51 @@ def run_downloads(run: runs.Run) -> list[tuple[str, Path, str]]:
 
 
 SOURCES = ("keras", "synthetic")  # offered by name; a path is typed into the same box
+SOURCE_KEY = "cifar_data_source"  # one session state key: choosing on Train carries to Data and back
+SOURCE_REFUSED = "Viewers choose among this lab's own data sources; showing the lab's own."
 
 
-def data_source_picker() -> str:
-    """The data source box Train and Data share (one session state key: choosing on one page
-    carries to the other): the named sources, the server's own, or a path typed in."""
+def viewer_sources() -> list[str]:
+    """The sources someone who may not act may pick: the lab's own ($CIFAR10_DATA, else keras) and
+    the synthetic demo set. Never a typed path (the server would read or probe it) nor keras unless
+    it is the lab's own (a 170 MB download)."""
     from cifar_core import data
 
     current = data.resolve_source()
-    sources = list(SOURCES) + ([current] if current not in SOURCES else [])
-    return st.selectbox("Data source", sources, index=sources.index(current), accept_new_options=True,
-                        key="cifar_data_source",
-                        help="keras: the official download; synthetic: a demo set that trains in seconds; "
-                             "or type a path to a local copy of CIFAR-10 (the official batches, their "
-                             "archive, or an image folder).")
+    return [current] + [s for s in ("synthetic",) if s != current]
+
+
+def data_source_picker() -> str:
+    """The data source box Train and Data share: the named sources, the server's own, or a path
+    typed in; for a viewer (cifar_ui/access.py) only `viewer_sources()`, checked here on the server
+    (a forged or stale value becomes the lab's own, with one line that says nothing of the path)."""
+    from cifar_core import data
+
+    from . import access
+
+    current = data.resolve_source()
+
+    def label(source: str) -> str:
+        if source != current or source in SOURCES or access.sees_internals():
+            return source
+        return f"this lab's data: {fmt.public_path(source)}"
+
+    if access.can_act():
+        sources = list(SOURCES) + ([current] if current not in SOURCES else [])
+        return st.selectbox("Data source", sources, index=sources.index(current), accept_new_options=True,
+                            key=SOURCE_KEY, format_func=label,
+                            help="keras: the official download; synthetic: a demo set that trains in seconds; "
+                                 "or type a path to a local copy of CIFAR-10 (the official batches, their "
+                                 "archive, or an image folder).")
+    allowed = viewer_sources()
+    refused = st.session_state.get(SOURCE_KEY, current) not in allowed  # typed before this session locked
+    if refused:
+        del st.session_state[SOURCE_KEY]
+    choice = st.selectbox("Data source", allowed, index=0, key=SOURCE_KEY, format_func=label,
+                          help="The lab's own data, or synthetic: a demo set. Other sources are for those "
+                               "who may act.")
+    if choice not in allowed:  # a value the browser was never offered
+        refused, choice = True, current
+    if refused:
+        st.caption(SOURCE_REFUSED)
+    return choice

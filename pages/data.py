@@ -52,13 +52,19 @@ def duplicates_key(source: str) -> str:
 
 
 st.title("Data")
-source = widgets.data_source_picker()
-st.caption(data.describe_source(source))
+source = widgets.data_source_picker()  # a viewer picks only the lab's own sources (checked there)
+described = data.describe_source(source)
+st.caption(described if access.sees_internals() else fmt.public_text(described))
+if source == "keras" and not access.can_act() and data.keras_download_folder() is None:
+    st.info("The official CIFAR-10 is not downloaded on this server yet: it is, once someone who may act "
+            "uses it.", icon=":material/info:")  # a viewer never starts the 170 MB download
+    st.stop()
 try:
     dataset = data.get_dataset(source)
     stats = stats_of(source)
 except DataError as exc:
-    st.error(f"Cannot read this data source: {exc}", icon=":material/error:")
+    st.error(f"Cannot read this data source: {exc if access.sees_internals() else fmt.public_text(str(exc))}",
+             icon=":material/error:")
     st.stop()
 
 # --- classes and channels --------------------------------------------------------------------
@@ -129,7 +135,8 @@ else:
             st.image(strip(augment_like_training(model, original, seed=seed)),
                      caption="the same batch as the augmentation layers deliver it (training mode)")
     except cache.LOAD_ERRORS as exc:
-        st.error(f"Cannot load that model: {exc}", icon=":material/error:")
+        st.error(f"Cannot load that model: {exc if access.sees_internals() else fmt.public_text(str(exc))}",
+                 icon=":material/error:")
 
 # --- near-duplicates -------------------------------------------------------------------------
 st.header("Near-duplicates between train and test")
@@ -143,9 +150,13 @@ key = duplicates_key(source)
 found = duplicates.read_cached(dataset.x_train, dataset.x_test, cache_dir(), key)
 if found is None:
     reason = access.locked_reason()
+    if access.read_only():  # a public viewer is shown no action at all
+        st.caption("Nobody has searched this data for near-duplicates yet.")
+        st.stop()
     if st.button("Find near-duplicates", icon=":material/search:", disabled=bool(reason), help=reason or
                  f"Compares all {len(dataset.x_test):,} x {len(dataset.x_train):,} pairs (about a minute for the "
-                 "full set on a 2-core CPU); the result is kept for this data."):
+                 "full set on a 2-core CPU); the result is kept for this data.") and access.can_act():
+        # checked again: the button's state is only what the browser saw
         with st.spinner("Comparing every test image with every training image…"):
             found = duplicates.cached_nearest_train(dataset.x_train, dataset.x_test, cache_dir(), key)
     else:
@@ -179,7 +190,11 @@ run = widgets.pick_run(matching, label="Run", state_key="data_duplicates_run")
 try:
     preds, _ = cache.predictions_for(run)
 except cache.LOAD_ERRORS as exc:
-    st.error(f"Cannot load the predictions of run {run.run_id}: {exc}", icon=":material/error:")
+    if isinstance(exc, cache.NotComputedForViewers):
+        st.info(f"Run {run.run_id}'s test-set predictions are not computed yet for viewers.", icon=":material/info:")
+    else:
+        st.error(f"Cannot load the predictions of run {run.run_id}: "
+                 f"{exc if access.sees_internals() else fmt.public_text(str(exc))}", icon=":material/error:")
     st.stop()
 if len(preds.labels) != len(dataset.y_test) or not np.array_equal(preds.labels, dataset.y_test):
     st.error(f"Run {run.run_id}'s predictions are not for this source's test split.", icon=":material/error:")

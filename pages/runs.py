@@ -33,8 +33,9 @@ wanted_tags = f2.multiselect("Tags", all_tags, key="runs_filter_tags", disabled=
 listed = fmt.filter_runs(all_runs, query, wanted_tags)
 if len(listed) < len(all_runs):
     st.caption(f"{len(listed)} of {len(all_runs)} runs match.")
+internals = access.sees_internals()  # cifar_ui/access.py: only the owner on this machine sees paths
 st.dataframe(
-    fmt.runs_frame(listed), hide_index=True,
+    fmt.runs_frame(listed, public=not internals), hide_index=True,
     column_config={
         "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
         "test accuracy": st.column_config.NumberColumn(format="percent"),
@@ -91,7 +92,8 @@ else:
 st.subheader("Files and deletion")
 run = widgets.pick_run(all_runs, label="Run", state_key="runs_page_run")
 if run.broken:
-    st.warning(f"Run {run.run_id} is broken: {run.broken}", icon=":material/warning:")
+    st.warning(f"Run {run.run_id} is broken: {run.broken if internals else fmt.public_text(run.broken)}",
+               icon=":material/warning:")
 network.run_section(run)  # cifar_ui/network.py: its saved model as a table, loaded only when opened
 allowed, viewer = access.can_act(), access.read_only()  # the rules live in cifar_ui/access.py
 locked = access.locked_reason() or None
@@ -127,7 +129,7 @@ def build_export() -> None:
                 try:
                     export.export_run(run.run_id, fmt_choice)
                 except (runs.RunError, ValueError) as exc:
-                    st.error(str(exc), icon=":material/error:")
+                    st.error(str(exc) if internals else fmt.public_text(str(exc)), icon=":material/error:")
         built = export.current_export(run.run_id, fmt_choice) if allowed else None
         if built is not None:
             agreement = ", ".join(f"{name} {share:.1%}" for name, share in built.agreement.items())

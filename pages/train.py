@@ -215,8 +215,9 @@ with form_col:
 
 def show_result(snap: training.JobSnapshot) -> None:
     """A finished job: failure, or final metrics and what the curves say."""
-    if snap.status == "failed":
-        st.error(f"Training failed: {snap.error}", icon=":material/error:")
+    if snap.status == "failed":  # a viewer reads the message without the server's paths and host
+        error = snap.error if access.sees_internals() else fmt.public_text(snap.error)
+        st.error(f"Training failed: {error}", icon=":material/error:")
         return
     metrics = snap.metrics or {}
     tta = "test_accuracy_tta" in metrics

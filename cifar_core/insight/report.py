@@ -15,7 +15,7 @@ import html
 import io
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -166,9 +166,9 @@ def _figure(image: np.ndarray, caption: str, good: Optional[bool] = None) -> str
             f"<figcaption{colour}>{caption}</figcaption></figure>")
 
 
-def _key_values(values: dict[str, Any]) -> str:
-    cells = [f"<tr><th>{_e(k)}</th><td>{_e(v if not isinstance(v, (list, tuple)) else '/'.join(map(str, v)))}</td></tr>"
-             for k, v in values.items()]
+def _key_values(values: dict[str, Any], redact: Callable[[str], str] = str) -> str:
+    cells = [f"<tr><th>{_e(k)}</th><td>{_e(redact(str(v if not isinstance(v, (list, tuple)) else '/'.join(map(str, v)))))}"
+             f"</td></tr>" for k, v in values.items()]
     half = (len(cells) + 1) // 2
     return (f"<div class='figures'><table class='kv'>{''.join(cells[:half])}</table>"
             f"<table class='kv'>{''.join(cells[half:])}</table></div>")
@@ -223,9 +223,12 @@ img { image-rendering: pixelated; }
 """
 
 
-def build_report(run_id: str, preds: Optional[evaluation.TestPredictions] = None) -> str:
+def build_report(run_id: str, preds: Optional[evaluation.TestPredictions] = None,
+                 redact: Optional[Callable[[str], str]] = None) -> str:
     """The HTML report of a run. `preds`: its test predictions when the caller has them; else the
     run's cached ones, or made once with its saved model (kept beside the run like any evaluation).
+    `redact`: for a copy a viewer gets; every config value passes through it (the dashboard's
+    turns absolute paths into names inside the artifacts or data folder) and the host is left out.
 
     Raises:
       ReportError: the run cannot be read, has no model and no predictions, or its test images
@@ -322,10 +325,12 @@ def build_report(run_id: str, preds: Optional[evaluation.TestPredictions] = None
     sections.append("</div>")
 
     sections.append("<h2>Configuration and where it trained</h2>")
-    sections.append(_key_values(cfg.to_dict()))
+    sections.append(_key_values(cfg.to_dict(), redact or str))
     trained = _where_trained(run)
+    if redact is not None:
+        trained.pop("host", None)
     if trained:
-        sections.append(_key_values(trained))
+        sections.append(_key_values(trained, redact or str))
     title = f"{run.title}: CIFAR-10 Lab report"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
