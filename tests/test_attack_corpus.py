@@ -399,3 +399,15 @@ def test_a_page_exception_shows_its_type_only_through_the_real_config(monkeypatc
         config.get_config_options(force_reparse=True)
     assert proto.type == "OSError"
     assert str(ROOT) not in proto.message and not list(proto.stack_trace)
+
+
+def test_a_viewers_upload_to_predict_writes_and_reveals_nothing(lab, role):
+    from test_pages_explain import png_bytes
+    from cifar_core.data import make_synthetic
+
+    before = tree(lab["artifacts"])
+    at = open_page("pages/predict.py")
+    at.file_uploader[0].set_value([("cat.png", png_bytes(make_synthetic(10, 10, seed=3).x_test[0]), "image/png")]).run()
+    assert not at.exception, raised(at)
+    assert_nothing_done(lab, before, f"{role} uploading to Predict")
+    assert_nothing_revealed(at, lab, f"{role} uploading to Predict")
