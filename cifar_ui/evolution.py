@@ -88,12 +88,11 @@ def render_evolution(run_dir_or_run: Union[runs.Run, Path, str], *, key: str) ->
     epochs = list(evo.epochs)
     progress = evolution.class_progress(evo)
     marked = [r["class"] for r in progress["improved"] + progress["stuck"]]
-    left, right = st.columns(2, gap="large")
-    with left:
-        epoch = _chosen_epoch(epochs, key) if len(epochs) > 1 else epochs[0]
-        st.plotly_chart(_confusion(str(folder), stamp, epoch, evo), key=f"{key}-confusion")
-    with right:
-        st.plotly_chart(_class_lines(str(folder), stamp, tuple(marked), evo), key=f"{key}-classes")
+    # Full width, one above the other: in half a column a 10x10 matrix lost every other class name
+    # and its counts were too small to read (issue 26).
+    epoch = _chosen_epoch(epochs, key) if len(epochs) > 1 else epochs[0]
+    st.plotly_chart(_confusion(str(folder), stamp, epoch, evo), key=f"{key}-confusion")
+    st.plotly_chart(_class_lines(str(folder), stamp, tuple(marked), evo), key=f"{key}-classes")
     improved, stuck = st.columns(2)
     with improved:
         st.markdown("**Improved most**")

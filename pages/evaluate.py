@@ -103,8 +103,8 @@ for col, t in zip(tiles, gallery.first_tiles(preds, data, FIRST_N)):
                     f"True **{t['true_name']}** — {verdict}")
 
 cm = evaluation.confusion_matrix(preds.labels, preds.predicted)
-left, right = st.columns(2, gap="large")
-with left:
+grid, right = st.container(), st.container()  # one above the other: in half a column the grid's names overlapped
+with grid:
     # Square markers, not a go.Heatmap: Streamlit's on_select returns nothing for heatmaps (streamlit#8760).
     clicked = st.plotly_chart(charts_explain.confusion_grid(cm), on_select="rerun", selection_mode="points",
                               key="evaluate_confusion")

@@ -224,3 +224,29 @@ def test_the_epoch_slider_follows_new_epochs_unless_moved_back(tmp_path, evolved
     slider = widget(at.select_slider, "Confusion matrix at epoch")
     assert slider.options == ["1", "2", "3", "4"] and slider.value == 4  # at the newest: it follows
     assert f"Confusion matrix at epoch 4 ({SAMPLED} sampled test images)" in chart_titles(at)
+
+
+# --- room to read it (issue 26) ------------------------------------------------------------
+
+def test_the_epoch_confusion_matrix_names_every_class_and_has_room():
+    """At 1500 px wide, half a column showed every other class name and unreadable numbers."""
+    from cifar_core.charts import insight as charts_insight
+    from cifar_core.data.labels import CLASS_NAMES
+
+    cm = np.arange(100).reshape(10, 10)
+    fig = charts_insight.epoch_confusion(cm, 3, 1000)
+    for axis in (fig.layout.xaxis, fig.layout.yaxis):  # every name, whatever the width: no automatic thinning
+        assert axis.tickmode == "array" and list(axis.tickvals) == list(CLASS_NAMES), axis
+        assert axis.tickfont.size >= 12
+    assert fig.layout.height >= 560
+    cells = fig.data[0]
+    assert cells.texttemplate == "%{text}" and cells.textfont.size >= 13  # readable counts in every cell
+
+
+def test_the_epoch_confusion_matrix_spans_the_page_not_half_a_column(with_evolved):
+    at = open_page("pages/evaluate.py")
+    assert not at.exception, raised(at)
+    in_columns = [json.loads(c.proto.spec)["layout"]["title"]["text"]
+                  for col in at.columns for c in col.get("plotly_chart")]
+    assert "Confusion matrix at epoch 2 (100 sampled test images)" in chart_titles(at)
+    assert not [t for t in in_columns if t.startswith("Confusion matrix at epoch")], in_columns

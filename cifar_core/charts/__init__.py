@@ -25,6 +25,9 @@ BAR_COLOR = "#1f77b4"
 RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
               "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 CHART_HEIGHT = 340  # pixels; two charts side by side fit a laptop screen
+CONFUSION_HEIGHT = 600  # pixels: ten rows of cells tall enough for a count in a readable font
+CELL_FONT_SIZE = 14  # a confusion matrix's counts
+TICK_FONT_SIZE = 13  # class names on a confusion matrix's axes
 
 
 def _clean(values: Sequence[Optional[float]]) -> list[Optional[float]]:
@@ -196,14 +199,18 @@ def confusion_heatmap(cm: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
     """Rows are true classes, columns predicted. Cells show counts; colour is the share of the
     row, so classes with fewer test images are read on the same scale."""
     counts, shares = confusion_shares(cm, len(class_names))
+    names = list(class_names)
     fig = go.Figure(go.Heatmap(
-        z=shares, x=list(class_names), y=list(class_names), text=counts, texttemplate="%{text}",
+        z=shares, x=names, y=names, text=counts, texttemplate="%{text}", textfont=dict(size=CELL_FONT_SIZE),
         colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="share of<br>true class", tickformat=".0%"),
         hovertemplate="true %{y}<br>predicted %{x}<br>%{text} images (%{z:.1%} of true %{y})<extra></extra>",
     ))
-    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=50, b=10))
-    fig.update_xaxes(title_text="Predicted class", side="bottom", tickangle=-35)
-    fig.update_yaxes(title_text="True class", autorange="reversed")
+    fig.update_layout(title=title, height=CONFUSION_HEIGHT, margin=dict(l=10, r=10, t=50, b=10))
+    # Every class named on both axes at any width: Plotly thins category ticks it finds crowded
+    # (every other name at half a 1500 px page), so the ticks are listed rather than left to it.
+    ticks = dict(tickmode="array", tickvals=names, ticktext=names, tickfont=dict(size=TICK_FONT_SIZE))
+    fig.update_xaxes(title_text="Predicted class", side="bottom", tickangle=-35, **ticks)
+    fig.update_yaxes(title_text="True class", autorange="reversed", **ticks)
     return fig
 
 

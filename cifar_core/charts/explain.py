@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 from cifar_core.charts import confusion_shares
 from cifar_core.data.labels import CLASS_NAMES
 
-GRID_HEIGHT = 460  # pixels; in half of a wide page the square grid gets cells of about 32 px
-MARKER_PIXELS = 26  # side of a square, less than a cell: where markers overlap, a click between
+GRID_HEIGHT = 600  # pixels; across a 1280 px page the square grid gets cells of about 50 px
+MARKER_PIXELS = 40  # side of a square, less than a cell: where markers overlap, a click between
 # two cells could pick either (Plotly ties on distance inside a marker)
 
 
@@ -31,7 +31,7 @@ def confusion_grid(cm: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
         marker=dict(symbol="square", size=MARKER_PIXELS, color=shares.ravel(), colorscale="Blues", cmin=0, cmax=1,
                     line=dict(width=1, color="#d0d7de"), showscale=False),
         text=[str(c) for c in counts.ravel()],
-        textfont=dict(size=11, color=["white" if s > 0.5 else "#262730" for s in shares.ravel()]),
+        textfont=dict(size=13, color=["white" if s > 0.5 else "#262730" for s in shares.ravel()]),
         # plain lists: Plotly would ship an array as base64, which a selection event may not decode
         customdata=np.stack([true_idx, pred_idx, counts.ravel()], axis=1).tolist(),
         hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[2]} images (%{marker.color:.1%} of true %{y})"
@@ -40,10 +40,11 @@ def confusion_grid(cm: np.ndarray, class_names: Sequence[str] = CLASS_NAMES,
     ))
     fig.update_layout(title=title, height=GRID_HEIGHT, margin=dict(l=10, r=10, t=40, b=10),
                       plot_bgcolor="white", clickmode="event+select", dragmode=False)
+    ticks = dict(tickmode="array", tickvals=names, ticktext=names, tickfont=dict(size=13))  # every name, always
     fig.update_xaxes(title_text="Predicted class", side="bottom", tickangle=-35, showgrid=False,
-                     categoryorder="array", categoryarray=names, constrain="domain")
+                     categoryorder="array", categoryarray=names, constrain="domain", **ticks)
     fig.update_yaxes(title_text="True class", autorange="reversed", showgrid=False, categoryorder="array",
-                     categoryarray=names, scaleanchor="x", scaleratio=1, constrain="domain")
+                     categoryarray=names, scaleanchor="x", scaleratio=1, constrain="domain", **ticks)
     return fig
 
 
