@@ -11,6 +11,14 @@ serves as plain files (`server.enableStaticServing`). The Train page's panel
 epoch ends or the run does. A run is fed while some open browser session has shown it: once every
 such tab has closed, the thread stops drawing for it, so an unwatched run trains at full speed.
 
+Streamlit serves a file by its length first (a stat), then its bytes (an open), so a file swapped
+underneath in between went out with the wrong length (h11: "Too little data for declared
+Content-Length", a traceback in the server's log, a tab's poll lost). Nothing served is ever
+swapped for one of another length: a chart setting's figures are written once per content, to a
+file named by its hash, that the progress doc names and that is removed FIGURES_KEEP_SECONDS
+after a newer one replaced it; the progress doc itself, the one name a tab polls, is always
+PROGRESS_BYTES long (padded with spaces, which JSON ignores).
+
 The files hold what any viewer of the page may see (progress and curves, never a model or a
 path), under a folder named by a hash of the artifacts folder, so two servers on one checkout
 with different artifacts never mix their runs.
@@ -46,6 +54,8 @@ GRACE_SECONDS = 30.0  # an ended run's final files are kept fresh this long, the
 # an unwatched run then trains without the feed's cost.
 UNWATCHED_SECONDS = 5.0
 KEEP_SECONDS = 3600.0  # files nobody has written for this long are removed when a feed starts
+FIGURES_KEEP_SECONDS = 30.0  # a replaced figures file stays this long for a tab that read the old progress doc
+PROGRESS_BYTES = 4096  # every progress doc's length: one swapped in between a stat and a read still fits
 MAX_VARIANTS = 6  # chart settings (smoothing, x axis) drawn per run; the oldest is dropped
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"  # Streamlit serves it at app/static/
 FEED_DIR = STATIC_DIR / "live"
@@ -105,9 +115,11 @@ def variant_key(smoothing: float, x_axis: str) -> str:
     return f"s{round(smoothing * 100):02d}-{x_axis}"
 
 
-def progress_doc(snap: Optional[JobSnapshot], run_id: str, charts_version: int = -1) -> dict[str, Any]:
+def progress_doc(snap: Optional[JobSnapshot], run_id: str, charts_version: int = -1,
+                 figures: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """What the panel shows above the charts, as JSON: a few hundred bytes. `charts_version` is
-    the curves' version in the figures files: a tab fetches them only when it is newer than its own.
+    the curves' version in the figures files, `figures` each chart setting's current file name (in
+    the progress doc's folder): a tab fetches its setting's when the name changes.
     Every progress file is made here, so here its text loses any path (scrub_paths)."""
     if snap is None:
         doc = {"run_id": run_id, "status": "gone", "active": False, "fed_at": time.time(),
@@ -116,7 +128,27 @@ def progress_doc(snap: Optional[JobSnapshot], run_id: str, charts_version: int =
         doc = {"run_id": snap.run_id, "status": snap.status, "message": snap.message, "active": snap.is_active,
                "progress": round(snap.progress, 4), "text": progress_text(snap), "version": snap.version,
                "epochs_done": len(snap.history.get("loss", [])), "charts": charts_version, "fed_at": time.time()}
-    return {k: scrub_paths(v) if isinstance(v, str) else v for k, v in doc.items()}
+    doc = {k: scrub_paths(v) if isinstance(v, str) else v for k, v in doc.items()}
+    doc["figures"] = dict(figures or {})  # names made here from a run id and a hash: no path
+    return doc
+
+
+def progress_file_text(doc: dict[str, Any]) -> str:
+    """The progress doc as exactly PROGRESS_BYTES of JSON (spaces after it; a message too long to
+    fit is cut), so every version of the file has the same length."""
+    doc = dict(doc)
+    text = json.dumps(doc)
+    while len(text) > PROGRESS_BYTES and doc.get("message"):
+        doc["message"] = doc["message"][:max(0, len(doc["message"]) - (len(text) - PROGRESS_BYTES) - 2)] + "…"
+        text = json.dumps(doc)
+    if len(text) > PROGRESS_BYTES:
+        raise ValueError(f"a progress doc of {len(text)} bytes does not fit in {PROGRESS_BYTES}")
+    return text.ljust(PROGRESS_BYTES)
+
+
+def figures_name(run_id: str, key: str, text: str) -> str:
+    """A figures file's name: the run, the chart setting and its content's hash (written once)."""
+    return f"{run_id}.{key}.{hashlib.sha1(text.encode()).hexdigest()[:16]}.json"
 
 
 _EPOCH_CHARTS: "OrderedDict[tuple, str]" = OrderedDict()  # (metric, x axis, history's hash) -> the chart's JSON
@@ -175,6 +207,7 @@ class _Watched:
     drawn_at: float = 0.0  # when the charts were last drawn by the thread
     charts_version: int = -1  # the version of the curves in every variant's file
     charts_epochs: int = 0  # the epochs in those curves: a new one is drawn at once
+    figures: dict[str, str] = dataclasses.field(default_factory=dict)  # variant -> its current file's name
     ended_at: Optional[float] = None
     sessions: set = dataclasses.field(default_factory=set)  # the browser sessions that showed it
     anonymous: bool = False  # watched from outside a served page: fed until it ends
@@ -194,6 +227,7 @@ class Feed:
         self._watched: dict[tuple[str, str], _Watched] = {}
         self._thread: Optional[threading.Thread] = None
         self.failures = 0  # writes that failed (a full or read-only disk): tabs then see the feed stall
+        self._retired: list[tuple[float, Path]] = []  # (when replaced, figures file) removed after a grace
 
     def serve(self, run_id: str, view: Callable[[], Optional[JobSnapshot]], smoothing: Optional[float] = None,
               x_axis: str = "epoch") -> Links:
@@ -223,21 +257,26 @@ class Feed:
                 w.variants[key] = (smoothing, x_axis)
                 w.variants.move_to_end(key)
                 while len(w.variants) > MAX_VARIANTS:
-                    w.drawn.pop(w.variants.popitem(last=False)[0], None)
+                    dropped = w.variants.popitem(last=False)[0]
+                    w.drawn.pop(dropped, None)
+                    if dropped in w.figures:
+                        self._retired.append((time.monotonic(), folder / w.figures.pop(dropped)))
             # Drawn here the first time a setting is asked for (or when its file was swept); after
             # that the thread keeps it fresh, so ten tabs rerunning at an epoch's end do not each
             # redraw it. Claimed before the thread starts, so it does not draw the same version too.
-            charts_file = None if key is None else folder / f"{run_id}.{key}.json"
-            draw = charts_file is not None and snap is not None and (key not in w.drawn or not charts_file.is_file())
+            current = None if key is None else w.figures.get(key)
+            draw = key is not None and snap is not None and (
+                key not in w.drawn or current is None or not (folder / current).is_file())
             if draw:
                 w.drawn[key] = (snap.version, snap.status)
-            progress = progress_doc(snap, run_id, w.charts_version)
             self._start_locked()
         if draw:
-            self._put(charts_file, figures_json(snap, smoothing, x_axis))
-        self._put(folder / f"{run_id}.json", json.dumps(progress))
-        base = f"{URL_PREFIX}/{folder.name}/{run_id}"
-        return Links(f"{base}.json", None if key is None else f"{base}.{key}.json", progress)
+            current = self._draw(w, key, figures_json(snap, smoothing, x_axis))
+        with self._lock:
+            progress = progress_doc(snap, run_id, w.charts_version, w.figures)
+        self._put(folder / f"{run_id}.json", progress_file_text(progress))
+        base = f"{URL_PREFIX}/{folder.name}"
+        return Links(f"{base}/{run_id}.json", None if current is None else f"{base}/{current}", progress)
 
     def serving(self) -> list[str]:
         with self._lock:
@@ -248,6 +287,30 @@ class Feed:
             self._thread = threading.Thread(target=self._loop, name="cifar-live-feed", daemon=True)
             self._thread.start()
             threading.Thread(target=self._sweep, name="cifar-live-sweep", daemon=True).start()
+
+    def _draw(self, w: _Watched, key: str, text: str) -> str:
+        """Write a chart setting's figures to their own file, unless already there (a file is never
+        rewritten), name it the setting's current one, and retire the one it replaces."""
+        name = figures_name(w.run_id, key, text)
+        if not (w.folder / name).is_file():
+            self._put(w.folder / name, text)
+        with self._lock:
+            old = w.figures.get(key)
+            w.figures[key] = name
+            if old is not None and old != name:
+                self._retired.append((time.monotonic(), w.folder / old))
+        return name
+
+    def _remove_retired(self) -> None:
+        """Remove figures files replaced over FIGURES_KEEP_SECONDS ago (none a run names now)."""
+        cutoff = time.monotonic() - FIGURES_KEEP_SECONDS
+        with self._lock:
+            due = [path for when, path in self._retired if when < cutoff]
+            self._retired = [(when, path) for when, path in self._retired if when >= cutoff]
+            named = {w.folder / name for w in self._watched.values() for name in w.figures.values()}
+        for path in due:
+            if path not in named:
+                path.unlink(missing_ok=True)
 
     def _put(self, path: Path, text: str) -> None:
         try:
@@ -274,6 +337,7 @@ class Feed:
                     with self._lock:
                         if self._watched.get(key) is w:
                             del self._watched[key]
+            self._remove_retired()
             with self._lock:
                 if not self._watched:
                     self._thread = None
@@ -304,14 +368,16 @@ class Feed:
             with self._lock:
                 todo = [(k, v) for k, v in w.variants.items() if w.drawn.get(k) != (snap.version, snap.status)]
             for key, (smoothing, x_axis) in todo:
-                self._put(w.folder / f"{w.run_id}.{key}.json", figures_json(snap, smoothing, x_axis))
+                self._draw(w, key, figures_json(snap, smoothing, x_axis))
                 w.drawn[key] = (snap.version, snap.status)
             if todo:
                 w.drawn_at = time.monotonic()
             # every variant now holds this version (drawn here, or by a tab's rerun in watch())
             w.charts_version, w.charts_epochs = snap.version, epochs
         # After the charts: a tab that reads a newer `charts` finds the figures files already there.
-        self._put(w.folder / f"{w.run_id}.json", json.dumps(progress_doc(snap, w.run_id, w.charts_version)))
+        with self._lock:
+            progress = progress_doc(snap, w.run_id, w.charts_version, w.figures)
+        self._put(w.folder / f"{w.run_id}.json", progress_file_text(progress))
 
     def _sweep(self) -> None:
         """Remove files nobody has written for KEEP_SECONDS (runs watched by earlier servers)."""

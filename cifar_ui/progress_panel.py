@@ -3,7 +3,8 @@ files `cifar_ui/browser_feed.py` keeps fresh, so that a tab watching a run costs
 read per second instead of a script run (see browser_feed for why).
 
 The panel polls the run's progress file every second (not while its tab is hidden), fetches the
-charts only when their version changes and redraws with Plotly.js (the copy that ships with the
+charts only when the progress names a new file for its chart setting (each version its own file:
+see browser_feed for why) and redraws with Plotly.js (the copy that ships with the
 plotly package, served from `static/vendor/`) only the charts whose figure changed, when they are on
 screen (one that scrolls into view is brought up to date at once). It tells the page to rerun when
 an epoch ends, for the per-class evolution below it (only while that is on screen: otherwise when it
@@ -105,15 +106,16 @@ class Panel {
     const first = !this.data;
     this.data = data;
     this.trigger = trigger;
-    if (first || data.figures_url !== this.figuresUrl) {
-      this.figuresUrl = data.figures_url;
+    if (first || data.figures_key !== this.figuresKey) {  // another chart setting: draw its figures whatever their version
+      this.figuresKey = data.figures_key;
       this.drawnVersion = null;
+      this.fetchedUrl = null;
     }
     this.root.classList.toggle("cl-compact", !data.figures_url);  // progress only (Home)
     this.plotly = data.figures_url ? (this.plotly || loadPlotly(data.plotly_url)) : null;
     this.showProgress(data.progress);
     for (const div of this.root.querySelectorAll(".cl-chart")) this.observer.observe(div);  // reported back in onView
-    if (this.drawnVersion === null && this.figuresUrl) this.refreshCharts();  // mounted, or a new setting
+    this.wantFigures(data.figures_url);  // mounted, a new setting, or newer figures than the last fetched
     if (this.epochs === null) this.epochs = data.progress.epochs_done;
     // (Re)start polling: after the page reran for an ending, a job may still say "completed"
     // while its thread finishes; the next look asks again.
@@ -229,16 +231,26 @@ class Panel {
     return response.json();
   }
 
+  // Each version of the figures is a file of its own, named by the progress doc (browser_feed).
+  wantFigures(url) {
+    if (!url || url === this.fetchedUrl) return;
+    this.figuresUrl = url;
+    this.refreshCharts();
+  }
+
   async refreshCharts() {
-    if (this.drawing) return;
+    if (this.drawing) return;  // the fetch under way ends by looking at figuresUrl again
     this.drawing = true;
+    const url = this.figuresUrl;
     try {
-      await this.drawFigures(await this.fetchJson(this.figuresUrl));
+      await this.drawFigures(await this.fetchJson(url));
+      this.fetchedUrl = url;
     } catch (err) {
       this.note("Charts not updated (" + err.message + ")");
     } finally {
       this.drawing = false;
     }
+    if (this.figuresUrl !== url && this.fetchedUrl === url) this.refreshCharts();  // a newer one was named meanwhile
   }
 
   async tick() {
@@ -249,9 +261,8 @@ class Panel {
       this.misses = 0;
       this.showProgress(doc);
       this.watchTarget();
-      if (this.figuresUrl && doc.charts > (this.drawnVersion === null ? -1 : this.drawnVersion)) {  // newer curves
-        this.refreshCharts();  // not awaited: a slow redraw must not hold up the next progress poll
-      }
+      const named = this.figuresKey && doc.figures && doc.figures[this.figuresKey];
+      if (named) this.wantFigures(this.data.feed_base + named);  // not awaited: a slow redraw must not hold up the next poll
       const stale = (Date.now() - this.freshSince) / 1000;
       this.note(stale > this.data.stale_seconds
         ? "No update from the server for " + Math.round(stale) + " s: is it still running?" : "");
@@ -334,6 +345,8 @@ def render(run_id: str, view, key: str, smoothing: Optional[float] = None, x_axi
     vendor = plotly_js()
     data: dict[str, Any] = {
         "progress_url": _url(links.progress_url),
+        "feed_base": _url(links.progress_url.rsplit("/", 1)[0] + "/"),  # the figures files' folder
+        "figures_key": None if smoothing is None else browser_feed.variant_key(smoothing, x_axis),
         "figures_url": None if links.figures_url is None else _url(links.figures_url),
         "plotly_url": _url(f"app/static/vendor/{vendor.name}"), "poll_ms": POLL_MS,
         "stale_seconds": STALE_SECONDS, "progress": links.progress,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +51,14 @@ def read(feed: browser_feed.Feed, url: str) -> dict:
     return json.loads((feed.root / url.split(f"{browser_feed.URL_PREFIX}/", 1)[1]).read_text())
 
 
+def current_figures(feed: browser_feed.Feed, links: browser_feed.Links) -> dict:
+    """The figures a tab polling `links` fetches now: the file its progress doc names (each version
+    of the figures is a file of its own)."""
+    key = links.figures_url.rsplit("/", 1)[1].split(".")[1]
+    named = read(feed, links.progress_url)["figures"][key]
+    return read(feed, links.progress_url.rsplit("/", 1)[0] + "/" + named)
+
+
 def fed_since(feed: browser_feed.Feed, url: str, moment: float, iterations: int = 2) -> None:
     """Wait until the feed's thread has run `iterations` whole iterations of its loop that began
     after `moment` (a time.time()), each proven by its rewrite of the progress file, the last thing
@@ -70,13 +79,12 @@ def fed_since(feed: browser_feed.Feed, url: str, moment: float, iterations: int 
 def test_progress_is_rewritten_every_period_and_charts_only_for_a_new_version(feed, state):
     links = feed.serve(RUN, state.view, 0.6, "epoch")
     assert links.progress_url == f"{browser_feed.URL_PREFIX}/{browser_feed.scope()}/{RUN}.json"
-    assert links.figures_url.endswith(f"{RUN}.s60-epoch.json")
+    assert re.fullmatch(rf".*/{RUN}\.s60-epoch\.[0-9a-f]{{16}}\.json", links.figures_url), links.figures_url
     assert links.progress["text"] == "Epoch 1/3 · batch 0/10" and links.progress["active"]
     assert not hasattr(links, "figures"), "the charts are fetched by the tab, not carried by every rerun"
-    assert read(feed, links.figures_url)["batch"]["layout"]["title"]["text"] == "Loss and accuracy per batch"
+    assert current_figures(feed, links)["batch"]["layout"]["title"]["text"] == "Loss and accuracy per batch"
 
-    figures = feed.root / links.figures_url.split(f"{browser_feed.URL_PREFIX}/", 1)[1]
-    drawn = figures.stat().st_mtime_ns
+    drawn = read(feed, links.progress_url)["figures"]
     fed = read(feed, links.progress_url)["fed_at"]
     wait_for(lambda: read(feed, links.progress_url)["fed_at"] > fed, 5, "the progress file to be rewritten")
 
@@ -85,10 +93,10 @@ def test_progress_is_rewritten_every_period_and_charts_only_for_a_new_version(fe
     state.update(batch=5)
     wait_for(lambda: "batch 5/10" in read(feed, links.progress_url)["text"], 5, "the new batch")
     fed_since(feed, links.progress_url, time.time())  # it saw the batch, then looked again, twice
-    assert figures.stat().st_mtime_ns == drawn, "charts redrawn without a new version of the curves"
+    assert read(feed, links.progress_url)["figures"] == drawn, "charts redrawn without a new version of the curves"
     version = state.publish().version
-    wait_for(lambda: read(feed, links.figures_url)["version"] == version, 5, "the published curves")
-    batch = read(feed, links.figures_url)["batch"]
+    wait_for(lambda: current_figures(feed, links)["version"] == version, 5, "the published curves")
+    batch = current_figures(feed, links)["batch"]
     assert plotted(batch["data"][0]["x"]) == [0.0, 0.1, 0.2, 0.3, 0.4]
     wait_for(lambda: read(feed, links.progress_url)["charts"] == version, 5, "the progress to name them")
 
@@ -106,7 +114,7 @@ def drawn_then_throttled(feed, state, monkeypatch) -> tuple[browser_feed.Links, 
     is an hour. Returns its links and the drawn version."""
     links = feed.serve(RUN, state.view, 0.6, "epoch")
     first = state.publish().version
-    wait_for(lambda: read(feed, links.figures_url)["version"] == first, 5, "the first redraw")
+    wait_for(lambda: current_figures(feed, links)["version"] == first, 5, "the first redraw")
     monkeypatch.setattr(browser_feed, "FIGURES_SECONDS", 3600.0)
     return links, first
 
@@ -117,11 +125,11 @@ def test_charts_are_redrawn_at_most_every_few_seconds_but_the_last_at_once(feed,
     newer = state.publish().version
     wait_for(lambda: read(feed, links.progress_url)["version"] == newer, 5, "the progress to name it")
     fed_since(feed, links.progress_url, time.time())  # the new version seen, and passed over again
-    assert read(feed, links.figures_url)["version"] == first, "redrawn sooner than FIGURES_SECONDS"
+    assert current_figures(feed, links)["version"] == first, "redrawn sooner than FIGURES_SECONDS"
     state.update(status="completed", message="Finished")
     final = state.view().version  # an ended job publishes its last curves at once
     assert final > newer
-    wait_for(lambda: read(feed, links.figures_url)["version"] == final, 5, "the final curves")
+    wait_for(lambda: current_figures(feed, links)["version"] == final, 5, "the final curves")
 
 
 def test_a_finished_epoch_is_drawn_at_once_despite_the_throttle(feed, state, monkeypatch):
@@ -129,15 +137,15 @@ def test_a_finished_epoch_is_drawn_at_once_despite_the_throttle(feed, state, mon
     state.add_batch(0.1, 1.5, 0.3)
     state.add_epoch({"loss": 1.5, "accuracy": 0.3, "val_loss": 1.6, "val_accuracy": 0.28})
     epoch = state.publish().version
-    wait_for(lambda: read(feed, links.figures_url)["version"] == epoch, 5, "the epoch's curves")
+    wait_for(lambda: current_figures(feed, links)["version"] == epoch, 5, "the epoch's curves")
     # the progress file is rewritten after the figures in the same iteration: wait for it to say so
     wait_for(lambda: read(feed, links.progress_url)["charts"] == epoch, 5, "the progress to name the curves")
-    assert len(read(feed, links.figures_url)["loss"]["data"][0]["x"]) == 1
+    assert len(current_figures(feed, links)["loss"]["data"][0]["x"]) == 1
     state.add_batch(0.2, 1.4, 0.35)  # a batch after it waits for the throttle again
     batch = state.publish().version
     wait_for(lambda: read(feed, links.progress_url)["version"] == batch, 5, "the progress to name it")
     fed_since(feed, links.progress_url, time.time())
-    assert read(feed, links.figures_url)["version"] == epoch, "a batch redrawn sooner than FIGURES_SECONDS"
+    assert current_figures(feed, links)["version"] == epoch, "a batch redrawn sooner than FIGURES_SECONDS"
 
 
 def test_the_epoch_charts_are_built_once_per_epoch_and_between_epochs_only_the_batch_curves(state, monkeypatch):
@@ -199,7 +207,7 @@ def test_a_run_that_disappears_says_so(feed):
 def test_each_chart_setting_has_its_file_and_their_number_is_bounded(feed, state):
     for i in range(browser_feed.MAX_VARIANTS + 3):
         links = feed.serve(RUN, state.view, i / 100, "minutes")
-        assert links.figures_url.endswith(f".s{i:02d}-minutes.json")
+        assert re.search(rf"\.s{i:02d}-minutes\.[0-9a-f]{{16}}\.json$", links.figures_url), links.figures_url
     (watched,) = feed._watched.values()
     assert len(watched.variants) == browser_feed.MAX_VARIANTS
     assert list(watched.variants)[-1] == f"s{browser_feed.MAX_VARIANTS + 2:02d}-minutes"  # the newest kept
