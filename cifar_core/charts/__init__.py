@@ -42,7 +42,8 @@ def _clean(values: Sequence[Optional[float]]) -> list[Optional[float]]:
 def _style(fig: go.Figure, title: str, x_title: str, y_title: str, metric: str, revision: str) -> go.Figure:
     fig.update_layout(
         title=title, height=CHART_HEIGHT, margin=dict(l=10, r=10, t=50, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        # below the plot: above it, in half a 1280 px page, the legend ran into the title
+        legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0),
         hovermode="x unified",
         uirevision=revision,  # keeps zoom and hidden traces when a live chart is redrawn
     )
