@@ -61,13 +61,21 @@ def model_run_candidates(empty_message: str) -> tuple[list[runs.Run], list[runs.
     return all_runs, candidates
 
 
+def shown(text: Optional[str]) -> str:
+    """Text from the server (a job's message, its owner, an error) as this session may see it:
+    whole for the owner on the server's machine, without folders or the host name for anyone else."""
+    from . import access
+
+    return (text or "") if access.sees_internals() else fmt.public_text(text)
+
+
 def machine_busy() -> Optional[str]:
     """Why Start would be refused now, in people's words: what holds the machine's trainer
     (a job, the probe, the learning-rate finder, here or in another process); None when free."""
     from cifar_core import trainer_lock
 
     record = trainer_lock.holder()
-    return None if record is None else trainer_lock.busy_reason(record)
+    return None if record is None else shown(trainer_lock.busy_reason(record))
 
 
 def progress_text(snap: JobSnapshot) -> str:
@@ -83,7 +91,7 @@ def progress_text(snap: JobSnapshot) -> str:
 
 def job_progress(snap: JobSnapshot) -> None:
     """Status line and progress bar of a job."""
-    st.markdown(f"Run `{snap.run_id}` {fmt.status_badge(snap.status)} — {snap.message}")
+    st.markdown(f"Run `{snap.run_id}` {fmt.status_badge(snap.status)} — {shown(snap.message)}")
     if snap.is_active:
         st.progress(snap.progress, text=progress_text(snap))
 

@@ -60,7 +60,7 @@ with left:
             else:
                 widgets.job_progress(snap)
             if snap.is_active:
-                st.caption(f"Trained by {snap.owner or 'a job process (no report yet)'}.")
+                st.caption(f"Trained by {widgets.shown(snap.owner) or 'a job process (no report yet)'}.")
         st.page_link(nav.TRAIN.path, label="Open Train", icon=nav.TRAIN.icon)
 
     job_status()
@@ -73,8 +73,10 @@ with left:
         st.dataframe(
             fmt.runs_frame(all_runs[:LATEST_RUNS])[["run", "started", "status", "epochs", "test accuracy"]],
             hide_index=True,
-            column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
-                           "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
+            column_config={"test accuracy": st.column_config.NumberColumn("accuracy", format="percent", width="small"),
+                           "status": st.column_config.TextColumn(width="small"),
+                           "epochs": st.column_config.TextColumn(width="small"),
+                           "started": st.column_config.DatetimeColumn(format="MM-DD HH:mm", width="small")},
         )
         if len(all_runs) > LATEST_RUNS:
             st.caption(f"{len(all_runs) - LATEST_RUNS} older run(s) on the Runs page.")

@@ -247,7 +247,7 @@ def stop_if_allowed(target: running.Target) -> None:
 
 
 def stop_controls(target: running.Target, snap: training.JobSnapshot) -> None:
-    st.caption(f"Trained by {snap.owner or 'a job process (no report yet)'}; this page reads its run folder, "
+    st.caption(f"Trained by {widgets.shown(snap.owner) or 'a job process (no report yet)'}; this page reads its run folder, "
                f"and Stop asks it to stop through that folder.")
     if not access.read_only():
         st.button("Stop", icon=":material/stop:", on_click=stop_if_allowed, args=(target,),

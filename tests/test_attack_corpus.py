@@ -361,8 +361,6 @@ def test_a_failure_on_train_names_no_server_folder_for_a_viewer(lab, failed, rol
     assert not [s for s in lab["secrets"] if s in shown]
 
 
-@pytest.mark.xfail(strict=True, reason="widgets.job_progress (Home, Train's job panel) shows a failure's "
-                                        "message (snap.message) whole: outside this change's files")
 def test_a_failures_status_line_names_no_server_folder_for_a_viewer(lab, failed, monkeypatch):
     monkeypatch.setenv(access.READONLY_ENV, "1")
     assert_nothing_revealed(open_page("pages/home.py"), lab, "a viewer on Home with a failed run")

@@ -173,6 +173,12 @@ def run_probe(*, on_progress: Optional[Callable[[int, int, str], None]] = None,
       ProbeError: the measurement failed, or the machine's trainer is held (a job or the finder:
         speeds measured beside them would size every later plan wrong); nothing is cached then.
     """
+    try:  # a folder that cannot hold the result is refused before half a minute of measuring
+        probe_dir().mkdir(parents=True, exist_ok=True)
+        store.write_text(probe_dir() / ".writable", "ok")
+        (probe_dir() / ".writable").unlink()
+    except OSError as exc:
+        raise ProbeError(f"cannot keep a probe in {probe_dir()}: {exc.strerror or exc}") from exc
     try:
         lock = trainer_lock.take("the probe (measuring this machine)")
     except trainer_lock.JobBusyError as exc:
@@ -184,12 +190,6 @@ def run_probe(*, on_progress: Optional[Callable[[int, int, str], None]] = None,
 def _measure(on_progress, only, timer) -> Probe:
     described = machine.describe()
     todo = only if only is not None else candidates(described)
-    try:  # a folder that cannot hold the result is refused before half a minute of measuring
-        probe_dir().mkdir(parents=True, exist_ok=True)
-        store.write_text(probe_dir() / ".writable", "ok")
-        (probe_dir() / ".writable").unlink()
-    except OSError as exc:
-        raise ProbeError(f"cannot keep a probe in {probe_dir()}: {exc.strerror or exc}") from exc
     start, speeds = time.time(), []
     for i, candidate in enumerate(todo):
         if on_progress:  # in the caller's thread (a Streamlit page draws its progress bar here)

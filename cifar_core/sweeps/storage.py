@@ -152,9 +152,24 @@ def open_storage(url: Optional[str] = None, *, heartbeat_seconds: Optional[float
     """
     chosen = url or os.environ.get(STORAGE_ENV) or ""
     where = chosen if DATABASE_URL.match(chosen) else str(_journal_path(chosen))
-    return _open(where, _journal_identity(where), _setting(heartbeat_seconds, HEARTBEAT_ENV, HEARTBEAT_SECONDS),
-                 _setting(grace_seconds, GRACE_ENV, GRACE_SECONDS),
-                 MAX_RETRY if max_retry is None else max_retry)
+    key = (where, _setting(heartbeat_seconds, HEARTBEAT_ENV, HEARTBEAT_SECONDS),
+           _setting(grace_seconds, GRACE_ENV, GRACE_SECONDS), MAX_RETRY if max_retry is None else max_retry)
+    seen = _journal_seen(where)
+    with _cache_lock:
+        cached = _cache.get(key)
+        # a journal deleted and made again (even on the same inode: it is shorter than what was
+        # replayed) gets a fresh storage, not one holding lines the new file lacks
+        if cached is not None and (seen is None or (seen[0] == cached[1][0] and seen[1] >= cached[1][1])):
+            _cache[key] = (cached[0], seen or cached[1])
+            return cached[0]
+    storage = _open(*key)
+    with _cache_lock:
+        _cache[key] = (storage, seen or (0, 0))
+    return storage
+
+
+_cache: dict[tuple, tuple[Any, tuple[int, int]]] = {}  # one storage per process for each storage and settings
+_cache_lock = threading.Lock()
 
 
 def _setting(given: Optional[float], env: str, default: float) -> float:
@@ -168,25 +183,22 @@ def _setting(given: Optional[float], env: str, default: float) -> float:
         return default
 
 
-def _journal_identity(where: str) -> Optional[int]:
-    """The journal file's inode, making the file if it is missing (None for a database): a journal
-    deleted and made again gets a fresh storage, not one that replayed lines the new file lacks."""
+def _journal_seen(where: str) -> Optional[tuple[int, int]]:
+    """The journal file's inode and size, making the file if it is missing (None for a database)."""
     if DATABASE_URL.match(where):
         return None
     path = Path(where)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(exist_ok=True)
-        return path.stat().st_ino
+        st = path.stat()
+        return st.st_ino, st.st_size
     except OSError as exc:
         raise SweepError(f"cannot use the sweep journal {path}: {exc.strerror or exc}") from None
 
 
-@functools.lru_cache(maxsize=64)
-def _open(where: str, identity: Optional[int], heartbeat_seconds: float, grace_seconds: float,
-          max_retry: int) -> Any:
-    """The storage behind open_storage, made once per process for each argument tuple (a failure is
-    not cached: the next call tries again)."""
+def _open(where: str, heartbeat_seconds: float, grace_seconds: float, max_retry: int) -> Any:
+    """A new storage behind open_storage (a failure is not cached: the next call tries again)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the lab says what happens, in its own words

@@ -133,6 +133,7 @@ class TrainingJob:
         if self.publish_live:
             self._publisher = live.Publisher(self)
             self._publisher.start()
+        policy = _dtype_policy()  # the job sets its precision for this thread; the caller's comes back after
         try:
             self._train()
         except BaseException as exc:  # the job must always leave a final status behind
@@ -143,6 +144,7 @@ class TrainingJob:
             distributed.remove_scratch(self.run_dir)  # a non-chief worker's throwaway folder, if this is one
             if self._claim is not None:
                 self._claim.release()  # last: the folder is final, another process may resume it
+            _set_dtype_policy(policy)
             self._ended.set()
         return self
 
@@ -311,6 +313,22 @@ class TrainingJob:
         self.state.update(status=status, message=message or messages[status], finished_at=now, error=error,
                           metrics=metrics, eta_seconds=0.0 if status == "completed" else None)
 
+
+
+def _dtype_policy() -> str:
+    """This thread's Keras dtype policy (Keras keeps it per thread), "float32" before Keras loads."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    return keras.mixed_precision.dtype_policy().name if keras is not None else "float32"
+
+
+def _set_dtype_policy(name: str) -> None:
+    import sys
+
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.mixed_precision.set_dtype_policy(name)
 
 
 def make_tf_dataset(x, y, batch_size: int, shuffle_seed: Optional[int] = None, min_batch: int = 1):
