@@ -206,6 +206,13 @@ def test_train_shows_live_progress_and_final_accuracy(page, server):
     expect(start_button(page)).to_be_disabled()
     expect(progress_bar(page)).to_contain_text(re.compile(r"Epoch \d/3 · batch \d+/64"),
                                                            timeout=TRAIN_MS)
+    # as a person who pressed Start at the foot of the form scrolls up to watch: the panel redraws
+    # only charts on screen (a finished run shown before Start can make the page that long)
+    page.evaluate(f"""() => {{
+        const p = Array.from(document.querySelectorAll('{LIVE} .js-plotly-plot'))
+            .find(d => /Loss over Epochs/.test((d.layout && d.layout.title && d.layout.title.text) || ''));
+        if (p) p.scrollIntoView({{block: 'center'}});
+    }}""")
 
     expect(metric(page, "Test accuracy")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"), timeout=TRAIN_MS)
     timeline = stop_recording(page)
@@ -242,7 +249,8 @@ def test_second_tab_sees_the_job_and_stops_it(tabs, server):
     open_page(second, server.url, "/train", "Train")
     expect(status_line(second, run_id, "running")).to_be_visible()
     expect(start_button(second)).to_be_disabled()
-    expect(live(second, "stAlertContainer").filter(has_text=f"Start is disabled while run {run_id}")).to_be_visible()
+    # the machine's trainer lock says what holds it: the job process training this run
+    expect(live(second, "stAlertContainer").filter(has_text=f"busy: training run {run_id}")).to_be_visible()
     stop_button(second).click()
 
     expect(status_line(second, run_id, "stopped")).to_be_visible(timeout=STOP_MS)
@@ -289,9 +297,9 @@ def feed_moves(url: str, seconds: float = 3.0) -> bool:
 
 
 def feed_stands_still(url: str, live_file: Path, publishes: int = 3) -> bool:
-    """Whether the server left the progress file alone while the run's trainer, a thread of the
-    same server, wrote its live.json `publishes` more times (every 2 s; the feed writes every
-    second): the trainer's writes prove the server's threads ran, so a file left alone means the
+    """Whether the server left the progress file alone while the run's trainer (its job process)
+    wrote its live.json `publishes` more times (every 2 s; the feed writes every second): the
+    trainer's writes prove time passed with the machine working, so a file left alone means the
     feed stopped, not that it was starved."""
     def published() -> float:
         return json.loads(live_file.read_text())["updated_at"]
