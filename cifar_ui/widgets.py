@@ -69,6 +69,17 @@ def shown(text: Optional[str]) -> str:
     return (text or "") if access.sees_internals() else fmt.public_text(text)
 
 
+def load_error(what: str, exc: Exception) -> None:
+    """A run that cannot be shown, in one line: "not computed yet" is news for a viewer (an info),
+    anything else an error, without the server's folders for those who may not see them."""
+    from . import cache
+
+    if isinstance(exc, cache.NotComputedForViewers):
+        st.info(shown(str(exc)), icon=":material/info:")
+    else:
+        st.error(f"{what}: {shown(str(exc))}", icon=":material/error:")
+
+
 def machine_busy() -> Optional[str]:
     """Why Start would be refused now, in people's words: what holds the machine's trainer
     (a job, the probe, the learning-rate finder, here or in another process); None when free."""

@@ -25,7 +25,7 @@ if ignored:
 try:
     preds, data = cache.predictions_for(run)
 except cache.LOAD_ERRORS as exc:
-    st.error(f"Cannot load the predictions of run {run.run_id}: {exc}", icon=":material/error:")
+    widgets.load_error(f"Cannot load the predictions of run {run.run_id}", exc)
     st.stop()
 calibrated = calibration_for(run, preds)  # the run's temperature: Browse shows the probability Predict shows
 
@@ -102,4 +102,4 @@ if explain:  # full width below the grid: the feature-map grid needs the room
     try:
         why.why_panel(run, t["image"], t["probabilities"], key=f"why-test-{t['index']}", true_label=t["true_label"])
     except cache.LOAD_ERRORS as exc:
-        st.error(f"Cannot load the model of run {run.run_id}: {exc}", icon=":material/error:")
+        widgets.load_error(f"Cannot load the model of run {run.run_id}", exc)

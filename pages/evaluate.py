@@ -29,7 +29,7 @@ if run.is_active:
 try:
     preds, data = cache.predictions_for(run)
 except cache.LOAD_ERRORS as exc:
-    st.error(f"Cannot evaluate run {run.run_id}: {exc}", icon=":material/error:")
+    widgets.load_error(f"Cannot evaluate run {run.run_id}", exc)
     st.stop()
 
 score = gallery.scores(preds, run.config.label_smoothing)

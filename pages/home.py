@@ -19,7 +19,7 @@ st.markdown(
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("Data source")
-    st.markdown(f"In use: `{data.resolve_source()}` — {data.describe_source()}")
+    st.markdown(f"In use: `{widgets.shown(data.resolve_source())}` — {widgets.shown(data.describe_source())}")
     with st.expander("How to change it"):
         st.markdown(
             f"- For one run: pick a source in the **Train** form.\n"

@@ -42,7 +42,7 @@ for upload in files:
             st.error(f"Cannot use this file: {exc}", icon=":material/broken_image:")
             continue
         except cache.LOAD_ERRORS as exc:
-            st.error(f"Cannot load the model of run {run.run_id}: {exc}", icon=":material/error:")
+            widgets.load_error(f"Cannot load the model of run {run.run_id}", exc)
             st.stop()
         probabilities = shown_probabilities(result["probabilities"], calibrated)  # one number per class per card
         pairs = predict.top_k(probabilities, k)
@@ -64,4 +64,4 @@ for upload in files:
             try:
                 why.why_panel(run, result["small"], probabilities, key=f"why-{upload.file_id}")
             except cache.LOAD_ERRORS as exc:
-                st.error(f"Cannot load the model of run {run.run_id}: {exc}", icon=":material/error:")
+                widgets.load_error(f"Cannot load the model of run {run.run_id}", exc)

@@ -60,7 +60,7 @@ def new_sweep_form(first: bool) -> None:
             objective = c2.selectbox("Objective", studies.OBJECTIVES,
                                      help="accuracy-and-time: also fewer training seconds (the Pareto front).")
             c1, c2, c3 = st.columns(3)
-            source = c1.text_input("Data source", value=data.resolve_source())
+            source = c1.text_input("Data source", value=widgets.shown(data.resolve_source()))
             train_subset = c2.number_input("Train images", min_value=1, value=None, placeholder="all")
             test_subset = c3.number_input("Test images", min_value=1, value=None, placeholder="all")
             start_here = st.checkbox("Start it on this server now", value=True)

@@ -222,6 +222,14 @@ def test_a_viewer_is_offered_the_labs_own_folder_by_its_name(lab, role, monkeypa
     assert str(lab["data"]) not in received(at)
 
 
+@pytest.mark.parametrize("page", ["pages/home.py", "pages/sweeps.py", "pages/train.py"])
+def test_the_labs_own_data_folder_reaches_a_viewer_by_its_name_on_every_page(lab, role, page, monkeypatch):
+    monkeypatch.setenv("CIFAR10_DATA", str(lab["data"]))  # the lab serves a folder of its machine
+    at = open_page(page)
+    assert_nothing_revealed(at, lab, f"{role} on {page} with the lab's data in a server folder")
+    assert str(lab["data"]) not in received(at)
+
+
 def test_the_owner_still_types_a_path(lab, tmp_path):
     from test_pages_data import write_folder
 
