@@ -211,6 +211,17 @@ def test_a_batch_the_two_devices_cannot_share_is_refused_before_a_run_folder(tmp
     assert not (artifacts / "runs").exists() or not any((artifacts / "runs").iterdir())
 
 
+def test_resume_on_devices_that_cannot_share_the_runs_batch_is_refused_before_anything(tmp_path, monkeypatch):
+    artifacts = tmp_path / "artifacts"
+    monkeypatch.setenv("CIFAR_ARTIFACTS_DIR", str(artifacts))
+    path = runs.create_run(TrainConfig(epochs=1, batch_size=33, data="synthetic"))
+    runs.update_status(path, status="stopped")
+    before = sorted(p.name for p in path.iterdir())
+    done = cli("resume", path.name, "--devices", "cpu:2", "--epochs", "2", artifacts=artifacts)
+    assert done.returncode == 1 and "batch_size 33" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in path.iterdir()) == before and runs.load_run(path.name).status == "stopped"
+
+
 # --- MirroredStrategy and multi-worker, in subprocesses -----------------------------------------
 
 @pytest.mark.slow
