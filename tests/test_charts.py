@@ -188,3 +188,50 @@ def test_time_to_accuracy_bars_one_group_per_threshold():
     fig = charts.time_to_accuracy_bars(rows, (0.7, 0.8, 0.9))
     assert [t.name for t in fig.data] == ["to 70%", "to 80%", "to 90%"]
     assert list(fig.data[0].y) == [2.0, 1.0] and list(fig.data[1].y) == [3.0, None]
+
+
+# --- epoch axes count whole epochs (issue 26: a 2-epoch run showed 1.2, 1.4...) -------------
+
+TWO_EPOCHS = {"loss": [2.0, 1.2], "accuracy": [0.3, 0.6], "val_loss": [1.8, 1.0], "val_accuracy": [0.4, 0.7],
+              "train_seconds": [3.0, 6.0]}
+
+
+def _epoch_ticks(axis) -> tuple:
+    return axis.tickmode, axis.tick0, axis.dtick, axis.tickformat
+
+
+@pytest.mark.parametrize("build", [
+    lambda: charts.epoch_curves(TWO_EPOCHS, "loss"),
+    lambda: charts.epoch_curves(TWO_EPOCHS, "accuracy"),
+    lambda: charts.overlay_curves({"a": TWO_EPOCHS, "b": {**TWO_EPOCHS, "loss": [2.0]}}, "loss"),
+    lambda: charts.overlay_curves({"a": TWO_EPOCHS}, "accuracy"),
+], ids=["epoch-loss", "epoch-accuracy", "overlay-loss", "overlay-accuracy"])
+def test_epoch_axes_of_a_two_epoch_run_tick_each_whole_epoch(build):
+    assert _epoch_ticks(build().layout.xaxis) == ("linear", 1, 1, "d")
+
+
+def test_the_per_class_lines_tick_whole_epochs():
+    from cifar_core.charts.insight import class_accuracy_lines
+
+    fig = class_accuracy_lines([1, 2], np.full((2, NUM_CLASSES), 0.5))
+    assert _epoch_ticks(fig.layout.xaxis) == ("linear", 1, 1, "d")
+
+
+def test_a_long_run_keeps_about_ten_whole_epoch_ticks():
+    long = {k: [0.5] * 25 for k in ("loss", "val_loss")}
+    assert _epoch_ticks(charts.epoch_curves(long, "loss").layout.xaxis) == ("linear", 1, 3, "d")
+    assert charts.overlay_curves({"a": long, "b": TWO_EPOCHS}, "loss").layout.xaxis.dtick == 3  # the longest run
+
+
+def test_the_minutes_axis_is_left_to_plotly():
+    fig = charts.overlay_curves({"a": TWO_EPOCHS}, "loss", x="minutes")
+    assert fig.layout.xaxis.dtick is None and fig.layout.xaxis.tickformat is None
+
+
+def test_a_long_probability_title_wraps_for_a_narrow_column():
+    title = "Probabilities, calibrated probability (true class in red)"
+    fig = charts.probability_bars(np.full(NUM_CLASSES, 0.1), title=title)
+    lines = fig.layout.title.text.split("<br>")
+    assert " ".join(lines) == title and all(len(line) <= charts.NARROW_TITLE_CHARS for line in lines)
+    assert fig.layout.margin.t >= 20 * len(lines) + 30  # room above the bars for every line
+    assert charts.probability_bars(np.full(NUM_CLASSES, 0.1), title="Short").layout.title.text == "Short"

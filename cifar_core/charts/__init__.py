@@ -7,6 +7,7 @@ May import: config, files, paths, quiet, trainer_lock, data.
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -52,6 +53,23 @@ def _style(fig: go.Figure, title: str, x_title: str, y_title: str, metric: str, 
     if metric == "accuracy":
         fig.update_yaxes(tickformat=".0%", rangemode="tozero")
     return fig
+
+
+def integer_epoch_axis(fig: go.Figure, epochs: int) -> go.Figure:
+    """Whole-number ticks on the x axis of epochs (Plotly's own choice for a 2-epoch run is 1, 1.2,
+    1.4...): from epoch 1, every epoch up to 10, then a step that keeps about ten ticks."""
+    fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, math.ceil(epochs / 10)), tickformat="d")
+    return fig
+
+
+NARROW_TITLE_CHARS = 24  # a title's line in a narrow column (Browse's inspector is ~170 px at 1280)
+
+
+def narrow_title(title: str, chars: int = NARROW_TITLE_CHARS) -> tuple[str, int]:
+    """`title` broken into lines of at most `chars` characters (Plotly never wraps a title: in a
+    narrow column the rest was cut), and how many lines it took."""
+    lines = textwrap.wrap(title, chars) or [""]
+    return "<br>".join(lines), len(lines)
 
 
 def _no_data(fig: go.Figure, text: str) -> go.Figure:
@@ -100,7 +118,7 @@ def epoch_curves(history: Mapping[str, Sequence[float]], metric: str = "loss", x
         return _no_data(fig, "No completed epoch yet" if x == "epoch" or not history.get(metric)
                         else "This run did not record its training time")
     if x == "epoch":
-        fig.update_xaxes(tick0=1, dtick=max(1, len(fig.data[0].x) // 10))
+        integer_epoch_axis(fig, max(len(trace.x) for trace in fig.data))
     else:
         fig.update_xaxes(rangemode="tozero")
     return fig
@@ -130,6 +148,10 @@ def overlay_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], metri
                       legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0))
     if not fig.data:
         return _no_data(fig, "Choose runs with at least one completed epoch")
+    if x == "epoch":
+        integer_epoch_axis(fig, max(len(trace.x) for trace in fig.data))
+    else:
+        fig.update_xaxes(rangemode="tozero")
     return fig
 
 
@@ -232,7 +254,8 @@ def top_k_bars(pairs: Sequence[tuple[str, float]], title: str = "Top classes") -
 
 def probability_bars(probabilities: Sequence[float], class_names: Sequence[str] = CLASS_NAMES,
                      true_label: Optional[int] = None, title: str = "Class probabilities") -> go.Figure:
-    """Every class's probability in class order; the true class (if given) in red."""
+    """Every class's probability in class order; the true class (if given) in red. The title is
+    wrapped (`narrow_title`): Browse draws this chart in a narrow column."""
     probs = np.asarray(probabilities, dtype=np.float64)
     if probs.shape != (len(class_names),):
         raise ValueError(f"need {len(class_names)} probabilities, one per class, got shape {probs.shape}")
@@ -242,7 +265,8 @@ def probability_bars(probabilities: Sequence[float], class_names: Sequence[str] 
         text=[f"{p:.1%}" for p in probs], textposition="auto",
         hovertemplate="%{y}: %{x:.2%}<extra></extra>",
     ))
-    fig.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=50, b=10))
+    text, lines = narrow_title(title)
+    fig.update_layout(title=text, height=380 + 20 * (lines - 1), margin=dict(l=10, r=10, t=30 + 20 * lines, b=10))
     fig.update_xaxes(range=[0, 1], tickformat=".0%", title_text="probability")
     fig.update_yaxes(autorange="reversed")
     return fig

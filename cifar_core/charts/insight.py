@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from cifar_core.charts import (
-    CHART_HEIGHT, RUN_COLORS, TRAIN_COLOR, VAL_COLOR, _clean, _no_data, confusion_heatmap,
+    CHART_HEIGHT, RUN_COLORS, TRAIN_COLOR, VAL_COLOR, _clean, _no_data, confusion_heatmap, integer_epoch_axis,
 )
 from cifar_core.data.labels import CLASS_NAMES
 
@@ -42,7 +42,8 @@ def class_accuracy_lines(epochs: Sequence[int], accuracy: np.ndarray, highlight:
     fig.update_layout(title=CLASS_ACCURACY_TITLE, height=CHART_HEIGHT + 60, margin=dict(l=10, r=10, t=50, b=10),
                       hovermode="closest", uirevision="class-accuracy",
                       legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0.0))
-    fig.update_xaxes(title_text="Epoch", tick0=1, dtick=max(1, len(epochs) // 10))
+    fig.update_xaxes(title_text="Epoch")
+    integer_epoch_axis(fig, max(epochs, default=1))
     fig.update_yaxes(title_text="accuracy on the sample", tickformat=".0%", range=[0, 1.02])
     if not fig.data:
         return _no_data(fig, "No epoch recorded yet")
