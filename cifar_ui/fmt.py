@@ -163,9 +163,26 @@ def runs_frame(runs: Sequence[Run], public: bool = False) -> pd.DataFrame:
             "config": config_summary(r.config, public),
             "problem": shown(r.broken or r.error or ""),
         })
-    columns = ["run", "name", "tags", "started", "status", "epochs", "test accuracy", "with TTA", "training time", "duration",
-               "config", "problem"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
+
+
+# The runs table's columns, left to right: what tells runs apart first, so that the config is in
+# view at 1280 px; the times, tags and problem after it.
+RUNS_COLUMNS = ("run", "name", "status", "test accuracy", "with TTA", "config", "epochs", "started", "training time",
+                "duration", "tags", "problem")
+OPTIONAL_COLUMNS = ("name", "tags", "problem")  # left out of view where every row leaves them empty
+CONFIG_WIDTH = 340  # pixels: the config in three wrapped lines (WRAPPED_ROW_HEIGHT)
+# Streamlit wraps a cell's text only in rows taller than 4rem (64 px); 72 px holds three lines.
+WRAPPED_ROW_HEIGHT = 72
+
+
+def shown_columns(frame: pd.DataFrame, optional: Sequence[str] = OPTIONAL_COLUMNS) -> list[str]:
+    """`frame`'s columns less those in `optional` that are empty in every row (a dataframe's
+    `column_order`: the frame itself keeps them)."""
+    def empty(column: str) -> bool:
+        return frame[column].map(lambda v: _missing(v) or v == "").all()
+
+    return [c for c in frame.columns if c not in optional or not empty(c)]
 
 
 def filter_runs(runs: Sequence[Run], query: str = "", tags: Sequence[str] = ()) -> list[Run]:

@@ -118,7 +118,7 @@ with right:
     report = pd.DataFrame(evaluation.per_class_report(cm))
     report[list(scores)] *= 100  # shown as percentages with one decimal, like every other page
     picked = st.dataframe(report, hide_index=True, on_select="rerun", selection_mode="single-row",
-                          key="evaluate_per_class",
+                          key="evaluate_per_class", placeholder=fmt.DASH,  # a class never predicted has no precision
                           column_config={k: st.column_config.NumberColumn(format="%.1f%%") for k in scores})
     st.caption("Accuracy of a class is its recall: the share of its test images classified correctly. "
                "Select a class's row to browse its mistakes.")
@@ -127,9 +127,11 @@ with right:
     st.subheader("Most confused")
     confused = evaluation.most_confused(cm, TOP_CONFUSED)
     if confused:
-        st.dataframe(pd.DataFrame(confused), hide_index=True,
+        confused = pd.DataFrame(confused)
+        confused["share_of_true"] *= 100  # one decimal, as in the per-class table ("percent" gave 72.22% and 15%)
+        st.dataframe(confused, hide_index=True, placeholder=fmt.DASH,
                      column_config={"share_of_true": st.column_config.NumberColumn("share of true class",
-                                                                                   format="percent")})
+                                                                                   format="%.1f%%")})
         st.page_link(nav.BROWSE.path, label="See the mistakes", icon=nav.BROWSE.icon)
     else:
         st.caption("No test image was misclassified.")

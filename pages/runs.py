@@ -34,13 +34,16 @@ listed = fmt.filter_runs(all_runs, query, wanted_tags)
 if len(listed) < len(all_runs):
     st.caption(f"{len(listed)} of {len(all_runs)} runs match.")
 internals = access.sees_internals()  # cifar_ui/access.py: only the owner on this machine sees paths
+runs_table = fmt.runs_frame(listed, public=not internals)
 st.dataframe(
-    fmt.runs_frame(listed, public=not internals), hide_index=True,
+    runs_table, hide_index=True, placeholder=fmt.DASH,  # a dash, not "None", where a value does not exist
+    column_order=fmt.shown_columns(runs_table), row_height=fmt.WRAPPED_ROW_HEIGHT,  # the config wraps in its cell
     column_config={
+        "run": st.column_config.TextColumn(pinned=True),
         "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
         "test accuracy": st.column_config.NumberColumn(format="percent"),
         "with TTA": st.column_config.NumberColumn(format="percent"),
-        "config": st.column_config.TextColumn(width="large"),
+        "config": st.column_config.TextColumn(width=fmt.CONFIG_WIDTH),
         "problem": st.column_config.TextColumn(width="large"),
     },
 )
@@ -52,7 +55,7 @@ if budgeted:
                "table, and what happened. Over budget: actual training time against the budget "
                "(+5% is 5% over; an over- or under-run is shown as it was).")
     st.dataframe(pd.DataFrame([{"run": fmt.run_label(r), **predicted_against_actual(r.plan)} for r in budgeted]),
-                 hide_index=True, column_config={
+                 hide_index=True, placeholder=fmt.DASH, column_config={
                      "budget s": st.column_config.NumberColumn(format="%.0f s"),
                      "predicted s": st.column_config.NumberColumn(format="%.0f s"),
                      "actual s": st.column_config.NumberColumn(format="%.0f s"),
@@ -81,10 +84,10 @@ else:
         st.caption("None of the chosen runs recorded its training time (runs from before this was measured).")
     else:
         st.caption("Training minutes (validation and saving excluded) until the test accuracy after an epoch "
-                   "first reached each mark; empty where it never did.")
+                   "first reached each mark; a dash where it never did.")
         marks = {f"{t:.0%}": st.column_config.NumberColumn(f"to {t:.0%}", format="%.1f min")
                  for t in evaluation.ACCURACY_MILESTONES}
-        st.dataframe(pd.DataFrame(table), hide_index=True, column_config={
+        st.dataframe(pd.DataFrame(table), hide_index=True, placeholder=fmt.DASH, column_config={
             **marks, "best accuracy": st.column_config.NumberColumn(format="percent"),
             "training minutes": st.column_config.NumberColumn(format="%.1f min")})
         st.plotly_chart(charts.time_to_accuracy_bars(table, evaluation.ACCURACY_MILESTONES))

@@ -213,6 +213,11 @@ with form_col:
         resume_section()
 
 
+RESULT_LINKS = ((nav.EVALUATE, "Evaluate", "Evaluate this run: test scores, confusion matrix, per-class scores."),
+                (nav.BROWSE, "Browse predictions", "Browse this run's predictions on the test images."),
+                (nav.PREDICT, "Try your pictures", "Upload your own pictures and see what the model thinks."))
+
+
 def show_result(snap: training.JobSnapshot) -> None:
     """A finished job: failure, or final metrics and what the curves say."""
     if snap.status == "failed":  # a viewer reads the message without the server's paths and host
@@ -235,10 +240,11 @@ def show_result(snap: training.JobSnapshot) -> None:
                            f"{fmt.duration(fmt.elapsed(snap.started_at, snap.finished_at))}.")
     summary = evaluation.describe_summary(evaluation.summarize_history(snap.history))
     st.markdown("\n".join(f"- {line}" for line in summary))
-    links = st.columns(3)
-    links[0].page_link(nav.EVALUATE.path, label="Evaluate this run", icon=nav.EVALUATE.icon)
-    links[1].page_link(nav.BROWSE.path, label="Browse its predictions", icon=nav.BROWSE.icon)
-    links[2].page_link(nav.PREDICT.path, label="Try your own pictures", icon=nav.PREDICT.icon)
+    # Short labels in a row that wraps rather than cuts (three equal columns cut "Browse its
+    # predictions" in the half page of a 1280 px window); each link's help says it in full.
+    with st.container(horizontal=True, wrap=True, gap="medium"):
+        for page, label, help_text in RESULT_LINKS:
+            st.page_link(page.path, label=label, icon=page.icon, help=help_text)
 
 
 def stop_if_allowed(target: running.Target) -> None:

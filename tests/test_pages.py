@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -19,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from cifar_core import jobs, runs, trainer_lock
 from cifar_core.config import TrainConfig
 from cifar_core.data import CLASS_NAMES, make_synthetic
+from cifar_ui import fmt
 from job_helpers import WatchedRun, newest_run, start_job
 from live_helpers import feed_file, live_panel_data, read_feed
 
@@ -416,6 +418,59 @@ def test_runs_refuses_to_delete_the_run_in_training(artifacts):
     assert not at.exception
     assert "still training" in texts(at.error)
     assert job.run_dir.is_dir()
+
+
+def test_runs_tables_show_a_dash_for_missing_values_and_give_the_config_room(with_run):
+    """Issue 26's screenshots: "None" in with-TTA and "to 80%", and the config cut off at 1280 px."""
+    at = open_page("pages/runs.py")
+    frames = at.dataframe
+    assert len(frames) >= 2  # the runs and the time to accuracy
+    assert all(f.proto.placeholder == fmt.DASH for f in frames), [f.proto.placeholder for f in frames]
+    table = frames[0]
+    assert table.value["with TTA"].isna().all() and not table.value.isin(["None", "nan"]).any().any()
+    order = list(table.proto.column_order)
+    assert order.index("config") < order.index("started")  # in view at 1280 px, not after the times
+    assert "problem" not in order and "name" not in order  # empty in every row: left out of view
+    assert "problem" in table.value.columns  # the frame keeps them (a broken run's reason shows)
+    assert json.loads(table.proto.columns)["config"]["width"] == fmt.CONFIG_WIDTH
+    assert table.proto.row_height > 64  # Streamlit wraps a cell's text only in rows over 4rem
+    marks = frames[-1].value
+    assert marks["90%"].isna().all()  # a one-epoch run on 200 images never got there: a dash
+
+
+def test_the_runs_tables_columns_in_view():
+    frame = pd.DataFrame({"run": ["a", "b"], "name": ["", None], "tags": ["x", ""], "problem": ["", ""]})
+    assert fmt.shown_columns(frame) == ["run", "tags"]
+
+
+def test_evaluate_tables_show_a_dash_for_a_class_never_predicted(with_run):
+    at = open_page("pages/evaluate.py")
+    assert all(f.proto.placeholder == fmt.DASH for f in at.dataframe), [f.proto.placeholder for f in at.dataframe]
+    per_class = at.dataframe[0].value
+    never = per_class[per_class["precision"].isna()]
+    assert never["f1"].isna().all()  # shown as a dash, not "None"
+    if len(at.dataframe) > 1:  # most confused: percentages with one decimal, like the per-class table
+        share = json.loads(at.dataframe[1].proto.columns)["share_of_true"]
+        assert share["type_config"]["format"] == "%.1f%%", share
+        assert (at.dataframe[1].value["share_of_true"] > 1).any()
+
+
+def test_a_finished_runs_links_wrap_in_one_row_rather_than_cut(with_run):
+    """At 1280 px three equal columns cut "Browse its predictions" in half a page."""
+    at = open_page("pages/train.py")
+    labels = [link.value for link in at.page_link]
+    assert labels[-3:] == ["Evaluate", "Browse predictions", "Try your pictures"], labels
+    assert all(link.proto.help for link in at.page_link[-3:])  # the full sentence on hover
+
+    def parents(node, found):
+        for child in getattr(node, "children", {}).values():
+            if getattr(child, "type", "") == "page_link" and child.value in labels[-3:]:
+                found.append(node.proto.flex_container)
+            parents(child, found)
+        return found
+
+    rows = parents(at._tree, [])
+    assert len(rows) == 3 and all(r.direction == r.HORIZONTAL and r.wrap for r in rows), rows
 
 
 @pytest.mark.parametrize("page", PAGES)
