@@ -6,11 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -138,58 +136,24 @@ def test_two_worker_processes_share_a_sweep_and_no_trial_runs_twice(artifacts, c
     assert sum("worker done" in o for o in outputs) == 2
     for t in done:
         run = runs.load_run(t.user_attrs["run_id"])
-        assert run.status == "completed" and run.name == f"pair #{t.number}" and "sweep:pair" in run.tags
+        number = studies.display_number(t.number)  # people count trials from #1
+        assert run.status == "completed" and run.name == f"pair #{number}" and "sweep:pair" in run.tags
         status = json.loads((run.path / "status.json").read_text())
-        assert status["sweep"] == {"name": "pair", "trial": t.number, "storage": str(artifacts / "sweeps" / "journal.log")}
+        assert status["sweep"] == {"name": "pair", "trial": number, "storage": str(artifacts / "sweeps" / "journal.log")}
         assert t.values[0] == pytest.approx(run.metrics["test_accuracy_tta"])
     code, out, err = run_cli(["sweep", "status", "pair"], capsys)
     assert "pair: 4 of 4 trials (4 complete); best test accuracy tta" in out
 
 
-def _wait_for_running_trial(name: str, timeout: float = 120) -> optuna.trial.FrozenTrial:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for t in trials(name):
-            run_id = t.user_attrs.get("run_id")
-            if t.state == TrialState.RUNNING and run_id and (runs.run_path(run_id) / "history.json").exists():
-                return t  # a real epoch is on disk: the worker is well inside the trial
-        time.sleep(0.2)
-    raise AssertionError(f"no trial of {name} got to its first epoch within {timeout} s")
-
-
-@pytest.mark.heavy
-def test_a_killed_workers_trial_is_retried_by_another_worker(artifacts, capsys):
-    # the queue is a study too: kill its worker mid-run, and the next worker (a restarted server,
-    # another terminal) trains that run again
-    code, out, err = run_cli(["queue", "add", "--preset", "fast", "--epochs", "40", "--name", "long", *TINY], capsys)
-    assert code == 0 and "queued as #1" in out, err
-    first = worker_process("queue", "run", env_artifacts=artifacts)
-    started = _wait_for_running_trial(studies.QUEUE)
-    first.send_signal(signal.SIGKILL)
-    first.wait(30)
-    code, out, err = run_cli(["queue", "list"], capsys)
-    assert "#1: state running" in out  # nobody has noticed yet
-    # the next worker finds the dead trial and trains it again (40 short epochs: stopped once seen)
-    second = worker_process("queue", "run", env_artifacts=artifacts)
-    retried = None
-    deadline = time.monotonic() + 120
-    while retried is None and time.monotonic() < deadline:
-        retried = next((t for t in trials(studies.QUEUE) if t.user_attrs.get("retry_of") == started.number
-                        and t.user_attrs.get("run_id")), None)
-        time.sleep(0.2)
-    assert retried is not None, "the killed run was not taken up again"
-    second.send_signal(signal.SIGINT)
-    second.communicate(timeout=120)
-    by_number = {t.number: t for t in trials(studies.QUEUE)}
-    assert by_number[started.number].state == TrialState.FAIL
-    assert retried.user_attrs["config"] == by_number[started.number].user_attrs["config"]
-    assert runs.load_run(started.user_attrs["run_id"]).status == "interrupted"  # its run folder stays readable
-    assert retried.user_attrs["run_id"] != started.user_attrs["run_id"]
+# A killed worker's trial, retried through Optuna's heartbeat: tests/test_jobs.py
+# (test_a_killed_workers_job_stops_itself_and_the_heartbeat_retries_its_trial).
 
 
 @pytest.mark.heavy
 def test_pruning_stops_a_trial_whose_validation_accuracy_lags(artifacts):
-    base = preset_config("fast", epochs=3, **TINY_CONFIG).replace(warmup_epochs=0.5)
+    # epochs of a few seconds: the worker reads each epoch from the run folder and asks the job to
+    # stop through it, which takes about a second; a pruned run stops early in its next epoch
+    base = preset_config("fast", epochs=3, **{**TINY_CONFIG, "train_subset": 3000}).replace(warmup_epochs=0.5)
     sweep = studies.create(studies.define("prune", ["learning_rate=0.000001..0.5:log"], base, trials=3,
                                           pruner="median", sampler="random"))
     study = optuna.load_study(study_name=sweep.name, storage=open_storage())
@@ -202,7 +166,7 @@ def test_pruning_stops_a_trial_whose_validation_accuracy_lags(artifacts):
     assert lagging.state == TrialState.PRUNED and lagging.user_attrs["pruned_at_epoch"] == 1
     assert lagging.intermediate_values[1] < min(good1.intermediate_values[1], good2.intermediate_values[1])
     run = runs.load_run(lagging.user_attrs["run_id"])
-    assert run.status == "stopped" and run.epochs_done == 1  # stopped within the next batch, kept as a run
+    assert run.status == "stopped" and run.epochs_done < 3  # stopped in its next epoch, kept as a run
     assert {1, 2} <= set(good1.intermediate_values)
 
 

@@ -25,7 +25,7 @@ from cifar_core.data import DataError
 from cifar_core.sweeps import studies
 from cifar_core.sweeps.storage import MAX_RETRY, describe
 
-POLL_SECONDS = 2.0  # how often the worker reads its trial's run folder (new epochs, the job's end)
+POLL_SECONDS = 0.5  # how often the worker reads its trial's run folder (new epochs for the pruner, the job's end)
 CHECK_SECONDS = 10.0  # how often it asks the storage whether its trial was removed or failed elsewhere
 IDLE_SECONDS = 2.0  # a queue worker with nothing to do looks again this often (reading, never writing)
 RETURNED = "returned"  # user attribute of a trial failed only to be retried (interrupted, or its job killed)

@@ -61,7 +61,9 @@ def test_a_queued_run_survives_its_server_being_killed(tmp_path, browser):
         (tmp_path / folder).mkdir()
     _queue_add(artifacts, "--epochs", "60", "--train-subset", "300", "--test-subset", "100", "--batch-size", "32",
                "--name", "survivor")
-    with _running_server(tmp_path / "first", CIFAR_ARTIFACTS_DIR=str(artifacts)) as first:
+    # the trial's worker (the server) beats every second and is judged gone after 5 s of silence
+    liveness = dict(CIFAR_SWEEP_HEARTBEAT_SECONDS="1", CIFAR_SWEEP_GRACE_SECONDS="5")
+    with _running_server(tmp_path / "first", CIFAR_ARTIFACTS_DIR=str(artifacts), **liveness) as first:
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{first.url}/sweeps")  # a served page starts the server's runner
@@ -73,7 +75,7 @@ def test_a_queued_run_survives_its_server_being_killed(tmp_path, browser):
         context.close()
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(30)
-    with _running_server(tmp_path / "second", CIFAR_ARTIFACTS_DIR=str(artifacts)) as second:
+    with _running_server(tmp_path / "second", CIFAR_ARTIFACTS_DIR=str(artifacts), **liveness) as second:
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{second.url}/sweeps")
@@ -87,4 +89,6 @@ def test_a_queued_run_survives_its_server_being_killed(tmp_path, browser):
         expect(page.get_by_role("button", name="Start training")).to_be_enabled(timeout=90_000)
         context.close()
     first_run = _queue_runs(artifacts)[0]
-    assert first_run["status"] == "running"  # its trainer died with the server; load_run calls it interrupted
+    # its job process, bound to the server, saved and stopped when the server died (not trained on
+    # by nobody); the restarted server's heartbeat check retried the trial as a new run
+    assert first_run["status"] == "stopped"
