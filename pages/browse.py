@@ -95,7 +95,7 @@ with detail_col:
     st.plotly_chart(charts.probability_bars(shown_probabilities(t["probabilities"], calibrated),
                                             true_label=t["true_label"],
                                             title=f"Probabilities, {probability_kind(calibrated)} (true class in red)"))
-    explain = st.toggle("Why? Grad-CAM, occlusion, feature maps", key="browse_why_on")
+    explain = st.toggle("Why?", key="browse_why_on", help="Grad-CAM, occlusion and feature maps of this image")
 
 if explain:  # full width below the grid: the feature-map grid needs the room
     st.subheader(f"Why test image #{t['index']} is {t['predicted_name']}")

@@ -72,7 +72,7 @@ with left:
     else:
         st.dataframe(
             fmt.runs_frame(all_runs[:LATEST_RUNS])[["run", "started", "status", "epochs", "test accuracy"]],
-            hide_index=True,
+            hide_index=True, placeholder="–",
             column_config={"test accuracy": st.column_config.NumberColumn("accuracy", format="percent", width="small"),
                            "status": st.column_config.TextColumn(width="small"),
                            "epochs": st.column_config.TextColumn(width="small"),

@@ -139,13 +139,15 @@ def new_run_form() -> None:
         with st.expander("Recipe details", icon=":material/tune:"):
             recipe = recipe_inputs(base, planned=plan is not None, probe=probe)
         waiting = minutes > 0 and plan is None  # a budget without a plan: no probe, or an impossible budget
-        b1, b2 = st.columns(2)
-        start = b1.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
-                                      disabled=busy or not allowed or waiting,
+        # one above the other, each the form's width: side by side they were cut at 1280 px
+        start = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
+                                      disabled=busy or not allowed or waiting, width="stretch",
                                       help=access.locked_reason() or ("Needs a plan for the budget." if waiting else None))
-        queue = b2.form_submit_button("Add to queue", icon=":material/queue:", disabled=not allowed or waiting,
+        queue = st.form_submit_button("Add to queue", icon=":material/queue:", disabled=not allowed or waiting,
+                                      width="stretch",
                                       help=access.locked_reason() or "This server trains queued runs one after "
-                                                                     "another when its trainer is free (Sweeps page).")
+                                                                     "another when the machine's trainer is free "
+                                                                     "(Sweeps page).")
     network.recipe_section(network.recipe_config(base, recipe))  # cifar_ui/network.py: built only when opened
     if busy:
         st.info(f"Start is disabled: {busy_reason}.", icon=":material/hourglass_top:")
