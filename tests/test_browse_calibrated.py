@@ -36,7 +36,7 @@ def test_browse_shows_the_calibrated_probability_and_says_so(with_run, artifacts
     shown = calibration.apply_temperature(preds.probabilities, 3.0)
 
     chart = _detail_chart(at)
-    assert "calibrated probability" in chart["layout"]["title"]["text"]
+    assert "calibrated probability" in chart["layout"]["title"]["text"].replace("<br>", " ")  # a long title wraps
     index = int(re.search(r"#(\d+)", next(s.value for s in at.subheader if s.value.startswith("Test image"))).group(1))
     bars = _values(chart["data"][0]["x"])
     np.testing.assert_allclose(bars, shown[index], rtol=1e-6)  # every class, calibrated
@@ -61,6 +61,6 @@ def test_browse_says_when_the_run_has_no_calibration(with_run, artifacts, monkey
     at = open_page("pages/browse.py")
     assert not at.exception, raised(at)
     chart = _detail_chart(at)
-    assert "model's own probability" in chart["layout"]["title"]["text"]
+    assert "model's own probability" in chart["layout"]["title"]["text"].replace("<br>", " ")
     detail = next(m.value for m in at.markdown if m.value.startswith("True **"))
     assert "the model's own probability" in detail

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,8 +28,17 @@ RUN = "20260101-000000-abcdef"
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
+    """Until `predicate()` holds; a feed file not there yet, or a progress doc that does not yet
+    name the setting's figures, counts as "not yet" (the feed's thread writes them in turn)."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+
+    def holds() -> bool:
+        try:
+            return bool(predicate())
+        except (FileNotFoundError, KeyError, json.JSONDecodeError):
+            return False
+
+    while not holds():
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(0.02)
 
@@ -151,8 +161,14 @@ def test_a_finished_epoch_is_drawn_at_once_despite_the_throttle(feed, state, mon
 def test_the_epoch_charts_are_built_once_per_epoch_and_between_epochs_only_the_batch_curves(state, monkeypatch):
     built = []
     epoch_curves = browser_feed.charts.epoch_curves
-    monkeypatch.setattr(browser_feed.charts, "epoch_curves",
-                        lambda history, metric, x: built.append((metric, x)) or epoch_curves(history, metric, x=x))
+    here = threading.get_ident()  # a feed thread another test left running may build its own charts
+
+    def counted(history, metric, x):
+        if threading.get_ident() == here:
+            built.append((metric, x))
+        return epoch_curves(history, metric, x=x)
+
+    monkeypatch.setattr(browser_feed.charts, "epoch_curves", counted)
     monkeypatch.setattr(browser_feed, "_EPOCH_CHARTS", type(browser_feed._EPOCH_CHARTS)())
 
     state.add_batch(0.1, 1.5, 0.3)
