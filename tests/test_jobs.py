@@ -76,6 +76,7 @@ def test_a_job_trains_in_its_own_process_holding_the_machine_and_its_run(artifac
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # job processes, 10-40 s each: CI runs them (README: the default stays under 10 minutes)
 def test_a_stop_while_the_process_starts_is_kept_and_sigterm_saves(artifacts):
     early = jobs.start(TrainConfig(epochs=50, **QUICK))
     early.stop()  # before TensorFlow has even loaded
@@ -91,6 +92,7 @@ def test_a_stop_while_the_process_starts_is_kept_and_sigterm_saves(artifacts):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # job processes, 10-40 s each: CI runs them (README: the default stays under 10 minutes)
 def test_a_job_killed_outright_is_interrupted_and_resumes_in_a_new_process(artifacts):
     job = jobs.start(TrainConfig(epochs=50, **QUICK))
     wait_for(lambda: trained_an_epoch(job.run_id), 180, "the first epoch")
@@ -107,6 +109,7 @@ def test_a_job_killed_outright_is_interrupted_and_resumes_in_a_new_process(artif
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # job processes, 10-40 s each: CI runs them (README: the default stays under 10 minutes)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_the_cli_train_saves_and_marks_the_run_stopped_on_a_signal(artifacts, sig):
     process = cli("train", "--epochs", "50", *TINY_ARGS, artifacts=artifacts)
@@ -124,6 +127,7 @@ def test_the_cli_train_saves_and_marks_the_run_stopped_on_a_signal(artifacts, si
 # --- workers: the machine, signals, removal ------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.heavy  # job processes, 10-40 s each: CI runs them (README: the default stays under 10 minutes)
 def test_a_queue_worker_waits_for_the_machine_instead_of_failing_the_run(artifacts):
     number = studies.enqueue(TrainConfig(epochs=1, **QUICK), name="waits")
     lines: list[str] = []
@@ -143,6 +147,7 @@ def test_a_queue_worker_waits_for_the_machine_instead_of_failing_the_run(artifac
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # job processes, 10-40 s each: CI runs them (README: the default stays under 10 minutes)
 def test_removing_a_queued_run_that_has_started_stops_it_cleanly(artifacts):
     studies.enqueue(TrainConfig(epochs=50, **QUICK), name="removed")
     lines: list[str] = []
@@ -233,6 +238,7 @@ def _break_a_sweep(name: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # job processes, 10-40 s each: CI runs them (README: the default stays under 10 minutes)
 def test_the_runner_survives_a_broken_sweep_trains_the_queue_and_idles_without_writing(artifacts):
     _break_a_sweep("broken")
     studies.enqueue(TrainConfig(epochs=1, **QUICK), name="queued")

@@ -12,7 +12,7 @@ from test_dashboard_e2e import (
     TRAIN_MS, WATCHED, epoch_points_js, metric, open_page, start_training, status_line,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.heavy]  # a whole watched run: CI runs it
 
 
 def test_a_watched_run_leaves_no_traceback_in_the_server_log(page, server):
