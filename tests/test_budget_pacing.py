@@ -74,6 +74,7 @@ def test_a_budgeted_run_slower_than_its_plan_ends_on_time_annealed(artifacts):
     assert np.isfinite(snap.metrics["test_accuracy"])
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_the_pacer_ends_where_the_budget_runs_out_on_a_clock_it_is_given(artifacts, monkeypatch):
     """Each step takes 0.05 s on the pacer's clock: a 2-second budget holds about 40 of the
     plan's 600 steps, and the run ends within one look (CHECK_EVERY steps) of that."""

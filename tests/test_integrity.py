@@ -65,6 +65,7 @@ def test_stop_while_preparing_ends_the_job_without_saving_an_untrained_model(art
     assert not (run.path / evaluation.PREDICTIONS_FILE).exists()
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_a_stop_landing_as_the_job_finishes_cannot_leave_it_stopping(artifacts, tiny_data):
     gates = {}
     job = start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data,
@@ -85,6 +86,7 @@ def test_a_stop_landing_as_the_job_finishes_cannot_leave_it_stopping(artifacts, 
     assert again.join(120) and again.snapshot().status == "completed"
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_many_stops_racing_the_end_of_many_jobs_never_leave_one_stopping(artifacts):
     """Stop pressed from several sessions at the moment a job ends, repeated: each job ends
     completed or stopped, in memory and on disk, and the next Start is never refused."""
@@ -334,6 +336,7 @@ def test_an_interrupted_run_lasts_until_its_last_write_and_a_resume_skips_the_id
     assert runs.load_run("timed").duration_seconds == pytest.approx(900, abs=1)
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_resume_records_the_time_already_spent(artifacts, tiny_data):
     job = start_job(TrainConfig(epochs=1, **QUICK), dataset=tiny_data)
     assert job.join(120)

@@ -123,6 +123,7 @@ def test_the_chart_has_a_log_rate_axis_and_marks_the_suggestion():
 # --- the CLI ------------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_cli_lr_find_prints_the_curve_and_a_suggestion_and_writes_no_run(artifacts, tmp_path):
     plot, table = tmp_path / "lr.html", tmp_path / "lr.csv"
     done = run_cli("lr-find", "--data", "synthetic", "--train-subset", "300", "--batch-size", "16",

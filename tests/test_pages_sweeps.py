@@ -34,6 +34,7 @@ def fill_sweep_form(at, name: str, trials: int = 2, start_here: bool = True) -> 
     widget(at.checkbox, "Start it on this server now").set_value(start_here)
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_a_sweep_created_on_the_page_trains_its_trials_on_this_server(artifacts):
     at = open_page("pages/sweeps.py")
     fill_sweep_form(at, "page-sweep")

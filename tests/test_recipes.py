@@ -163,6 +163,7 @@ def test_whitening_kernel_whitens_patches():
     assert np.abs(np.cov(patches.T, bias=True) - np.diag(np.diag(np.cov(patches.T)))).max() > 0.3  # was not white
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_resume_continues_the_optimizer_and_schedule(artifacts):
     """A run stopped during epoch 2 and resumed continues from epoch 1's checkpoint with its
     optimizer state and schedule step, and ends close to an uninterrupted run."""
@@ -254,6 +255,7 @@ def _stop_at(at_epoch: int, at_batch=None):
     return StopAt()
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_a_stopped_ema_run_saves_and_scores_the_averaged_weights(artifacts, tiny_data):
     """Keras swaps the EMA weights in as fit ends; a Stop leaves fit before that, so the job does it."""
     import keras
@@ -292,6 +294,7 @@ def _slow_weights_probe(job_ref: dict, seen: dict):
     return Probe()
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_a_resumed_lookahead_run_starts_from_the_slow_weights_saved_with_its_checkpoint(artifacts):
     import keras
 

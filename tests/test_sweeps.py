@@ -170,6 +170,7 @@ def test_pruning_stops_a_trial_whose_validation_accuracy_lags(artifacts):
     assert {1, 2} <= set(good1.intermediate_values)
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_a_failing_trial_is_marked_failed_with_its_reason_and_the_sweep_goes_on(artifacts):
     sweep = studies.create(studies.define("fails", ["data=synthetic,/nonexistent/cifar"],
                                           preset_config("fast", epochs=1, **TINY_CONFIG), trials=2,

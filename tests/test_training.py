@@ -84,6 +84,7 @@ def _training_now(run_id):
     return snap is not None and snap.status == "running" and snap.batch > 0
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_a_second_start_is_refused_while_one_runs(artifacts):
     config = TrainConfig(epochs=3, batch_size=16, data="synthetic", train_subset=3000, test_subset=100)
     first = jobs.start(config)  # a job process of its own, holding the machine's trainer lock

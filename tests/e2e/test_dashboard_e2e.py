@@ -341,6 +341,7 @@ def test_a_run_nobody_watches_stops_being_fed_until_a_tab_shows_it_again(tabs, s
     expect(status_line(second, run_id, "stopped")).to_be_visible(timeout=STOP_MS)
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_an_epochs_rerun_waits_until_the_class_evolution_is_on_screen(tabs, server):
     """At an epoch's end the live panel reruns the page for the per-class evolution below it, but
     only while that is on screen: a tab at the page's top (the evolution below the fold at 1400x1000)
@@ -459,6 +460,7 @@ def test_browse_filters_to_wrong_predictions(page, server, finished_run):
     no_traceback(page)
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_train_with_the_fast_preset_records_it(page, server):
     """Pick the Fast recipe, start, and the run's folder records preset fast and its recipe."""
     import json

@@ -22,6 +22,7 @@ PAGE_MS = 60_000
 SWEEP_MS = 180_000  # two 1-epoch trials of 300 images, TensorFlow import included
 
 
+@pytest.mark.heavy  # slow in the default run (durations, 2026-12-07): CI runs it
 def test_a_sweep_created_in_the_browser_shows_its_trials(page, server):
     page.goto(f"{server.url}/sweeps")
     expect(page.get_by_role("heading", name="Sweeps", exact=True)).to_be_visible(timeout=PAGE_MS)
