@@ -23,7 +23,7 @@ from cifar_core import jobs, runs, trainer_lock
 from cifar_core.config import TrainConfig
 from cifar_core.data import DataError
 from cifar_core.sweeps import studies
-from cifar_core.sweeps.storage import MAX_RETRY, describe
+from cifar_core.sweeps.storage import describe
 
 POLL_SECONDS = 0.5  # how often the worker reads its trial's run folder (new epochs for the pruner, the job's end)
 CHECK_SECONDS = 10.0  # how often it asks the storage whether its trial was removed or failed elsewhere
@@ -174,9 +174,7 @@ def _return_to_study(study, trial) -> None:
     from optuna.trial import TrialState
 
     if trial.state == TrialState.FAIL and trial.user_attrs.get(RETURNED):
-        from cifar_core.sweeps.storage import _stale_trial_callback
-
-        _stale_trial_callback(MAX_RETRY)(study, trial)
+        study._storage.get_heartbeat_stale_trial_callback()(study, trial)  # the storage's own retry, its limit
 
 
 def _fail(trial, reason: str, *, returned: bool = False) -> TrialFailed:
