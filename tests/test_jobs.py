@@ -124,6 +124,45 @@ def test_the_cli_train_saves_and_marks_the_run_stopped_on_a_signal(artifacts, si
     assert trainer_lock.holder() is None
 
 
+def test_a_signal_landing_while_the_main_thread_holds_a_lock_stop_needs_does_not_deadlock():
+    """A handler runs in the main thread between two bytecodes, possibly inside the job's state
+    lock; `stop` must run elsewhere, after that lock is let go (not inside the handler)."""
+    lock = threading.Lock()
+    took: list[bool] = []
+    called = threading.Event()
+
+    def stop() -> None:
+        took.append(lock.acquire(timeout=5))  # inside the handler this would wait on the main thread itself
+        if took[-1]:
+            lock.release()
+        called.set()
+
+    with jobs.stop_on_signals(stop) as stops:
+        with lock:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled right here, lock held
+            assert stops.signalled
+        assert called.wait(10)
+    assert took == [True]
+
+
+def test_a_job_process_imports_the_callers_package_from_any_working_directory(tmp_path):
+    """`streamlit run /elsewhere/dashboard.py` puts the checkout on sys.path only for the server:
+    the job process it starts must find the same cifar_core."""
+    artifacts = tmp_path / "artifacts"
+    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from cifar_core import jobs\nfrom cifar_core.config import TrainConfig\n"
+              "job = jobs.start(TrainConfig(epochs=1, data='synthetic', train_subset=64, test_subset=32, batch_size=32))\n"
+              "assert job.wait(180), 'the job did not end'\nprint(job.returncode, job.run_id)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["CIFAR_ARTIFACTS_DIR"] = str(artifacts)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    code, run_id = done.stdout.split()[-2:]
+    status = json.loads((artifacts / "runs" / run_id / "status.json").read_text())
+    assert code == "0" and status["status"] == "completed", status.get("error")
+
+
 # --- workers: the machine, signals, removal ------------------------------------------------------
 
 @pytest.mark.slow
@@ -212,7 +251,8 @@ def test_a_killed_workers_job_stops_itself_and_the_heartbeat_retries_its_trial(a
     first.communicate(timeout=30)
     assert WatchedRun(run_id).join(120)
     run = runs.load_run(run_id)
-    assert run.status == "stopped" and (run.path / "model.keras").is_file()  # not trained on unreported
+    assert run.status == "stopped" and (run.path / "model.keras").is_file(), \
+        (run.error, runs.read_status(run.path).get("traceback"), (run.path / "job.log").read_text()[-3000:])  # not trained on unreported
     (trial,) = trials(studies.QUEUE)
     assert trial.state == TrialState.RUNNING  # nobody has judged it yet
     second = cli("queue", "run", artifacts=artifacts)  # watches the silent trial for the grace period

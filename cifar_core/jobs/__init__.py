@@ -165,7 +165,11 @@ def _spawn(args: list[str], lock: TrainerLock, claim: Optional[runs.Claim], run_
            bound: bool) -> subprocess.Popen:
     """The job process, holding `lock` and `claim` (inherited descriptors); returns once it said
     it holds them, or raises RunError with what it printed before it died."""
-    env = {**os.environ, ARTIFACTS_ENV: str(artifacts_dir())}
+    # the job imports this very cifar_core, wherever the caller's cwd is (`streamlit run /elsewhere/dashboard.py`)
+    source = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, ARTIFACTS_ENV: str(artifacts_dir()),
+           "PYTHONPATH": source if not path else os.pathsep.join([source, path])}
     fds = (lock.fd,) if claim is None else (lock.fd, claim.fd)
     command = [sys.executable, "-m", PROCESS_MODULE, *args, "--lock-fd", str(lock.fd)]
     if claim is not None:
@@ -233,29 +237,54 @@ def run_here(make: Callable[[], Any], *, what: str, wait: bool = False,
 
 
 class stop_on_signals:
-    """While in the block, SIGINT and SIGTERM call `stop` (which must only set flags); a second
-    signal raises KeyboardInterrupt, abandoning the save. Main thread only."""
+    """While in the block, SIGINT and SIGTERM ask for a stop: `stop` is called once, from a thread
+    of its own (a handler runs in the main thread between two bytecodes, maybe inside a lock
+    `stop` needs, so it only sets an event); a second signal raises KeyboardInterrupt, abandoning
+    the save. `watch_parent=PID` asks for the stop, the same way, once this process's parent is no
+    longer PID (the process that started it died; polled, as a repeated parent-death signal would
+    look like a second Ctrl-C). Signal handlers are installed from the main thread only."""
 
-    def __init__(self, stop: Callable[[], Any]):
+    POLL_SECONDS = 0.5
+
+    def __init__(self, stop: Callable[[], Any], *, watch_parent: Optional[int] = None):
         self._stop = stop
+        self._parent = watch_parent
         self._count = 0
+        self._asked = threading.Event()
+        self._done = threading.Event()
         self._before: dict[int, Any] = {}
+        self._thread: Optional[threading.Thread] = None
+        self.parent_died = False
 
     def _handle(self, signum, frame) -> None:
         self._count += 1
         if self._count > 1:
             raise KeyboardInterrupt
-        self._stop()
+        self._asked.set()
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            if self._asked.wait(self.POLL_SECONDS):
+                break
+            if self._parent is not None and os.getppid() != self._parent:
+                self.parent_died = True
+                break
+        if not self._done.is_set():
+            self._stop()
 
     def __enter__(self) -> "stop_on_signals":
         if threading.current_thread() is threading.main_thread():  # Python takes signals there only
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._before[sig] = signal.signal(sig, self._handle)
+        self._thread = threading.Thread(target=self._watch, name="stop-on-signals", daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._before.items():
             signal.signal(sig, handler)
+        self._done.set()
+        self._asked.set()  # wakes the watcher, which sees the block ended and calls nothing
 
     @property
     def signalled(self) -> bool:

@@ -2,29 +2,18 @@
 tta RUN_ID --level L`, started by `cifar_core.jobs` with the machine's trainer lock and (to train)
 the run's claim as inherited descriptors. It trains in its main thread; SIGINT or SIGTERM (or a stop request in the run folder)
 make it save and end as stopped. With `--parent PID` it does the same when that process dies (a
-sweep worker's trial must not train on without the worker that reports it).
+sweep worker's trial must not train on without the worker that reports it): watched by polling
+the parent's pid, not with PR_SET_PDEATHSIG, which fires when the parent's *thread* ends and
+again each time a multi-threaded reaper's adopting thread does (a second signal would abandon the save).
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
-import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional, Sequence
-
-PR_SET_PDEATHSIG = 1
-
-
-def _stop_with_parent(parent: int) -> None:
-    """SIGTERM to this process when its parent dies (Linux); a parent already gone: at once."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # no prctl: the parent's own stop (its signal handlers) remains
-    if os.getppid() != parent:  # died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -45,16 +34,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.kind == "tta":
         return _evaluate_tta(lock, args.target, args.level)
     claim = runs.adopt_claim(args.claim_fd)
-    pending: list = []  # a stop that arrives before the job exists
+    asked = threading.Event()  # a stop may come before the job exists
     holder: dict = {}
 
     def stop() -> None:
+        asked.set()
         job = holder.get("job")
-        job.stop() if job is not None else pending.append(True)
+        if job is not None:
+            job.stop()
 
-    with jobs.stop_on_signals(stop):
-        if args.parent is not None:
-            _stop_with_parent(args.parent)
+    with jobs.stop_on_signals(stop, watch_parent=args.parent):
         run_dir = Path(args.target) if args.kind == "new" else runs.run_path(args.target)
         if args.kind == "new":
             runs.update_status(run_dir, **runs.process_identity())  # this process is the run's trainer
@@ -80,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 runs.update_status(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
         holder["job"] = job
-        if pending:
+        if asked.is_set():  # set before the job existed (stop() read no job): the job stops now
             job.stop()
         job.run()
     lock.release()

@@ -50,8 +50,10 @@ def _queue_runs(artifacts) -> list[dict]:
     for folder in sorted((artifacts / "runs").glob("*")) if (artifacts / "runs").is_dir() else []:
         meta = folder / "meta.json"
         if meta.is_file() and json.loads(meta.read_text()).get("name") == "survivor":
+            status = json.loads((folder / "status.json").read_text())
             found.append({"id": folder.name, "history": (folder / "history.json").is_file(),
-                          "status": json.loads((folder / "status.json").read_text())["status"]})
+                          "status": status["status"], "error": status.get("error"),
+                          "traceback": status.get("traceback")})
     return found
 
 
@@ -92,4 +94,4 @@ def test_a_queued_run_survives_its_server_being_killed(tmp_path, browser):
     first_run = _queue_runs(artifacts)[0]
     # its job process, bound to the server, saved and stopped when the server died (not trained on
     # by nobody); the restarted server's heartbeat check retried the trial as a new run
-    assert first_run["status"] == "stopped"
+    assert first_run["status"] == "stopped", (first_run["error"], first_run["traceback"])
