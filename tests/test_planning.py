@@ -112,6 +112,27 @@ def test_a_plan_fills_its_budget_to_within_a_step_in_equal_epochs(artifacts, bud
     assert p.config.epochs == option.epochs
 
 
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_a_long_budget_is_planned_no_further_than_one_doubling_past_the_measured_runs(artifacts, scale):
+    probe = make_probe(scale)
+    longest = planner.longest_budget(probe, precision="float32", accuracy_table=TABLE)
+    for budget in (3600, 4 * 3600, 24 * 3600):
+        found = planner.options(budget, probe, precision="float32", accuracy_table=TABLE)
+        for option in found:
+            assert option.passes <= 2 * max(TABLE[("airbench", option.candidate.widths, 512)])
+            assert option.expected is not None  # every option offered has a prediction behind it
+        p = planner.plan(budget, probe, precision="float32", accuracy_table=TABLE)
+        if budget > longest:
+            assert p.chosen.capped and p.chosen.seconds <= longest + 1e-6 < budget
+            assert "unused" in planner.describe_option(p.chosen) and p.to_dict()["chosen"]["capped"] is True
+    # the full width, measured to 8 epochs, is planned for 16 at most: its seconds are the longest budget
+    full = next(s.images_per_second for s in probe.speeds if s.candidate == Candidate("airbench", FULL, 512, "float32"))
+    half = next(s.images_per_second for s in probe.speeds if s.candidate == Candidate("airbench", HALF, 512, "float32"))
+    steps = 98  # a full pass of 50,000 images at batch 512
+    assert longest == pytest.approx(planner.STARTUP_SECONDS + max(16 * steps * 512 / full, 32 * steps * 512 / half)
+                                    / planner.RUN_EFFICIENCY)
+
+
 def test_the_plan_schedule_is_laid_over_exactly_the_planned_epochs(artifacts):
     p = planner.plan("15m", make_probe(2.0), precision="float32", accuracy_table=TABLE)
     assert p.config.lr_schedule == "onecycle" and p.config.lr_end_factor < p.config.lr_start_factor + 1
@@ -149,8 +170,10 @@ def test_the_accuracy_table_interpolates_in_log_epochs_and_flags_extrapolation()
     points = {("airbench", QUARTER, 512): {2: (0.70, 0.72), 8: (0.80, 0.82)}}
     mid = table.expected("airbench", QUARTER, 512, 4, points)
     assert mid.accuracy == pytest.approx(0.75) and not mid.extrapolated
-    beyond = table.expected("airbench", QUARTER, 512, 32, points)
-    assert beyond.extrapolated and 0.80 < beyond.accuracy <= 0.80 + 0.05 * 2 / 2 + 1e-9
+    beyond = table.expected("airbench", QUARTER, 512, 16, points)  # one doubling past 8: half the last slope
+    assert beyond.extrapolated and beyond.accuracy == pytest.approx(0.80 + 0.5 * 0.05)
+    assert table.expected("airbench", QUARTER, 512, 17, points) is None  # further is never predicted
+    assert table.max_epochs("airbench", QUARTER, 512, points) == 16
     assert table.expected("airbench", HALF, 512, 4, points) is None
 
 

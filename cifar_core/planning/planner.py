@@ -72,6 +72,7 @@ class Option:
     full_steps: int  # steps of one full pass over the training images
     seconds: float  # predicted training seconds
     expected: Optional[table.Expected]  # None: no measured accuracy for this network
+    capped: bool = False  # the budget held more, but the table does not reach further (table.max_epochs)
 
     @property
     def passes(self) -> float:
@@ -86,7 +87,8 @@ class Option:
         c = self.candidate
         out = {"architecture": c.architecture, "widths": list(c.widths), "batch_size": c.batch_size,
                "precision": c.precision, "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch,
-               "passes": round(self.passes, 3), "label": c.label, "predicted_seconds": round(self.seconds, 1)}
+               "passes": round(self.passes, 3), "label": c.label, "predicted_seconds": round(self.seconds, 1),
+               "capped": self.capped}
         if self.expected:
             out.update(predicted_accuracy=round(self.expected.accuracy, 4),
                        predicted_accuracy_tta=round(self.expected.accuracy_tta, 4),
@@ -143,26 +145,30 @@ def options(budget_seconds: float, probe: Probe, *, precision: str = "auto",
             widths: Optional[tuple[int, int, int]] = None, num_train: int = DEFAULT_TRAIN_IMAGES,
             accuracy_table: Optional[dict] = None) -> list[Option]:
     """Every probed airbench candidate that fits the budget for at least its shortest measured run,
-    at the most epochs that fit, best first."""
+    at the most epochs that fit, but never past `table.max_epochs` (twice its longest measured run:
+    such an option is `capped` and leaves part of the budget unused), best first."""
     found = []
-    for speed, shortest in _candidates(probe, precision, widths, accuracy_table):
+    for speed, shortest, longest in _candidates(probe, precision, widths, accuracy_table):
         c = speed.candidate
         epochs, steps, full = fill(budget_seconds, speed.images_per_second, c.batch_size, num_train)
         passes = epochs * steps / full
         if passes < shortest:
             continue
-        images = epochs * steps * c.batch_size
-        seconds = STARTUP_SECONDS + images / (speed.images_per_second * RUN_EFFICIENCY)
+        capped = passes > longest
+        if capped:
+            epochs, steps = int(longest), full
+            passes = float(epochs)
+        seconds = _seconds(speed.images_per_second, epochs * steps, c.batch_size)
         # the table's epochs are passes over all 50,000 training images: on a subset it only ranks the options
         found.append(Option(c, epochs, steps, full, seconds,
-                            table.expected(c.architecture, c.widths, c.batch_size, passes, accuracy_table)))
+                            table.expected(c.architecture, c.widths, c.batch_size, passes, accuracy_table), capped))
     return sorted(found, key=lambda o: (-o.score, o.seconds))
 
 
 def _candidates(probe: Probe, precision: str, widths: Optional[tuple[int, int, int]],
-                accuracy_table: Optional[dict]) -> list[tuple[Any, int]]:
-    """(probed speed, the fewest epochs a plan may give it) for each network a plan may choose:
-    airbench widths with a measured accuracy, in the allowed precision (and width, if fixed)."""
+                accuracy_table: Optional[dict]) -> list[tuple[Any, int, float]]:
+    """(probed speed, the fewest and the most epochs a plan may give it) for each network a plan may
+    choose: airbench widths with a measured accuracy, in the allowed precision (and width, if fixed)."""
     allowed = _allowed_precisions(probe, precision)
     out = []
     for speed in probe.speeds:
@@ -172,7 +178,7 @@ def _candidates(probe: Probe, precision: str, widths: Optional[tuple[int, int, i
         shortest = table.min_epochs(c.architecture, c.widths, c.batch_size, accuracy_table)
         if shortest is None:
             continue
-        out.append((speed, shortest))
+        out.append((speed, shortest, table.max_epochs(c.architecture, c.widths, c.batch_size, accuracy_table)))
     return out
 
 
@@ -180,8 +186,23 @@ def smallest_budget(probe: Probe, *, precision: str = "auto", widths: Optional[t
                     num_train: int = DEFAULT_TRAIN_IMAGES, accuracy_table: Optional[dict] = None) -> Optional[float]:
     """The shortest budget any candidate fits (its shortest measured run)."""
     times = [predicted_seconds(s.images_per_second, shortest, num_train)
-             for s, shortest in _candidates(probe, precision, widths, accuracy_table)]
+             for s, shortest, _ in _candidates(probe, precision, widths, accuracy_table)]
     return min(times, default=None)
+
+
+def longest_budget(probe: Probe, *, precision: str = "auto", widths: Optional[tuple[int, int, int]] = None,
+                   num_train: int = DEFAULT_TRAIN_IMAGES, accuracy_table: Optional[dict] = None) -> Optional[float]:
+    """The longest training any plan lays out here: a candidate at `table.max_epochs`. A larger
+    budget is planned as this much (the rest unused), never extrapolated further."""
+    times = [_seconds(s.images_per_second, int(longest) * math.ceil(num_train / s.candidate.batch_size),
+                      s.candidate.batch_size)
+             for s, _, longest in _candidates(probe, precision, widths, accuracy_table)]
+    return max(times, default=None)
+
+
+def _seconds(images_per_second: float, steps: int, batch_size: int) -> float:
+    """Predicted training seconds of that many whole steps."""
+    return STARTUP_SECONDS + steps * batch_size / (images_per_second * RUN_EFFICIENCY)
 
 
 def plan(budget: Any, probe: Probe, *, base: Optional[TrainConfig] = None, precision: str = "auto",
@@ -252,5 +273,8 @@ def describe_option(option: Option) -> str:
     text = f"{option.candidate.label}, {option.epochs} epochs{shorter}: about {format_seconds(option.seconds)} of training"
     if option.expected:
         text += (f", {option.expected.accuracy:.1%} ({option.expected.accuracy_tta:.1%} with TTA) expected"
-                 + (" (extrapolated past the measured runs)" if option.expected.extrapolated else ""))
+                 + (" (extrapolated past the measured runs, one doubling at most)" if option.expected.extrapolated else ""))
+    if option.capped:
+        text += ("; the rest of the budget stays unused: no network has been measured long enough here to plan "
+                 "a longer run without extrapolating more than one doubling")
     return text

@@ -9,9 +9,9 @@ of `shared/data` (the JPEG copy), seed 7, measured by
 (BENCHMARKS.md section 9 has the command, machine and every run). Accuracy depends on the
 network and its schedule, not on the machine; speed is the probe's business.
 Between measured lengths accuracy is interpolated linearly in log2(epochs); past the longest
-measured run it is extrapolated at half the last slope for at most two doublings (flagged); below
-the shortest measured run nothing is predicted (short one-cycle runs fall off steeply), so a plan
-never trains a network for fewer epochs than were measured.
+measured run it is extrapolated at half the last slope for at most one doubling (flagged), and not
+at all further: a plan never trains a network for more than twice its longest measured run, nor
+for fewer epochs than its shortest (short one-cycle runs fall off steeply).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ PRECISION_AB: dict[str, dict[str, float]] = {
     "assignment": {"float32": 0.6626, "bfloat16": 0.6805},
 }
 MAX_HALF_PRECISION_LOSS = 0.003  # `auto` uses 16 bits only where they lost at most 0.3 points
-MAX_EXTRAPOLATED_DOUBLINGS = 2.0
+MAX_EXTRAPOLATED_DOUBLINGS = 1.0  # past the longest measured run: at most twice its epochs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,13 +75,21 @@ def _at(points: dict[int, float], epochs: float) -> tuple[float, bool]:
 
 def expected(architecture: str, widths: tuple[int, int, int], batch_size: int, epochs: float,
              table: Optional[dict] = None) -> Optional[Expected]:
-    """The accuracy a run of that network and length is expected to reach; None if never measured."""
+    """The accuracy a run of that network and length is expected to reach; None if never measured,
+    or shorter than its shortest measured run, or longer than `max_epochs`."""
     points = (ACCURACY if table is None else table).get((architecture, tuple(widths), batch_size))
-    if not points or epochs < min(points):
+    if not points or epochs < min(points) or epochs > max(points) * 2 ** MAX_EXTRAPOLATED_DOUBLINGS + 1e-9:
         return None
     plain, extrapolated = _at({e: v[0] for e, v in points.items()}, epochs)
     tta, _ = _at({e: v[1] for e, v in points.items()}, epochs)
     return Expected(max(0.1, min(1.0, plain)), max(0.1, min(1.0, tta)), extrapolated)
+
+
+def max_epochs(architecture: str, widths: tuple[int, int, int], batch_size: int, table: Optional[dict] = None) -> Optional[float]:
+    """The longest run of that network a plan may lay out: its longest measured run, one doubling past it
+    at most (None: never measured)."""
+    points = (ACCURACY if table is None else table).get((architecture, tuple(widths), batch_size))
+    return max(points) * 2 ** MAX_EXTRAPOLATED_DOUBLINGS if points else None
 
 
 def min_epochs(architecture: str, widths: tuple[int, int, int], batch_size: int, table: Optional[dict] = None) -> Optional[int]:
