@@ -1,8 +1,10 @@
-"""The peer: airbench94's recipe in PyTorch on the CPU (float32), the run a user would otherwise pick.
+"""The peer: airbench94's recipe in PyTorch on the CPU, the run a user would otherwise pick, at its
+own best precision: `torch.autocast("cpu", dtype=torch.bfloat16)` where the CPU has bf16 units
+(AVX512-BF16 or AMX), else float32 (`--precision` overrides).
 
 Our own port, written from reading KellerJordan/cifar10-airbench `legacy/airbench94.py` (same
 network, hyperparameters, alternating flip, 2-pixel translate, lookahead, TTA level 2), with
-GPU-only parts (half precision, CUDA events) replaced by float32 and wall-clock timing.
+GPU-only parts (CUDA half precision, CUDA events) replaced by CPU autocast and wall-clock timing.
 It must run in a throwaway virtual environment, never in the project's requirements:
 
     python -m venv /tmp/peer && /tmp/peer/bin/pip install torch==2.13.0 numpy pillow
@@ -29,6 +31,19 @@ from torch import nn
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
 STD = torch.tensor((0.2470, 0.2435, 0.2616)).view(1, 3, 1, 1)
+
+
+def has_bf16_units() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 def load_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,13 +124,13 @@ def batch_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return out.contiguous(memory_format=torch.channels_last)
 
 
-def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, tta: bool) -> float:
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, tta: bool, precision: str) -> float:
     def mirror(inputs):
         return 0.5 * net(inputs) + 0.5 * net(inputs.flip(-1))
 
     net.eval()
     correct = 0
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision):
         for i in range(0, len(x), 1000):
             inputs = x[i:i + 1000]
             if not tta:
@@ -124,7 +139,7 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, tta: bool) -> flo
                 padded = F.pad(inputs, (1,) * 4, "reflect")
                 shifted = [mirror(padded[:, :, 0:32, 0:32]), mirror(padded[:, :, 2:34, 2:34])]
                 logits = 0.5 * mirror(inputs) + 0.5 * torch.stack(shifted).mean(0)
-            correct += int((logits.argmax(1) == y[i:i + 1000]).sum())
+            correct += int((logits.float().argmax(1) == y[i:i + 1000]).sum())
     net.train()
     return correct / len(x)
 
@@ -136,12 +151,15 @@ def main() -> None:
     ap.add_argument("--widths", default="32,128,128")
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                    help="auto: bfloat16 autocast where the CPU has bf16 units, else float32")
     ap.add_argument("--throughput-only", action="store_true", help="time 10 steps on random data and exit")
     args = ap.parse_args()
     widths = tuple(int(v) for v in args.widths.split(","))
+    precision = args.precision if args.precision != "auto" else "bfloat16" if has_bf16_units() else "float32"
     torch.manual_seed(args.seed)
     print(f"# peer: torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus; widths {widths}, batch {args.batch_size}, epochs {args.epochs}", flush=True)
+          f"{os.cpu_count()} cpus; widths {widths}, batch {args.batch_size}, epochs {args.epochs}, {precision}", flush=True)
     bs, momentum = args.batch_size, 0.85
     kilostep = 1024 * (1 + 1 / (1 - momentum))
     lr, wd = 11.5 / kilostep, 0.0153 * bs / kilostep
@@ -153,11 +171,13 @@ def main() -> None:
         for i in range(12):
             if i == 2:
                 t0 = time.perf_counter()
-            loss = F.cross_entropy(net(x), y, label_smoothing=0.2, reduction="sum")
+            with autocast(precision):
+                loss = F.cross_entropy(net(x), y, label_smoothing=0.2, reduction="sum")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        print(json.dumps({"peer_images_per_second": round(10 * bs / (time.perf_counter() - t0), 1)}))
+        print(json.dumps({"peer_images_per_second": round(10 * bs / (time.perf_counter() - t0), 1),
+                          "precision": precision}))
         return
     x_train, y_train = load_split(args.data, "train")
     x_test, y_test = load_split(args.data, "test")
@@ -193,7 +213,8 @@ def main() -> None:
         order = torch.randperm(len(images))
         for i in range(steps_per_epoch):
             idx = order[i * bs:(i + 1) * bs]
-            loss = F.cross_entropy(net(images[idx]), y_train[idx], label_smoothing=0.2, reduction="sum")
+            with autocast(precision):
+                loss = F.cross_entropy(net(images[idx]), y_train[idx], label_smoothing=0.2, reduction="sum")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -208,11 +229,12 @@ def main() -> None:
             if step >= total_steps:
                 break
         train_seconds += time.perf_counter() - t0
-        acc = evaluate(net, x_test, y_test, tta=False)
+        acc = evaluate(net, x_test, y_test, tta=False, precision=precision)
         history.append({"epoch": epoch + 1, "train_seconds": round(train_seconds, 1), "val_accuracy": acc})
         print(f"epoch {epoch + 1}: train {train_seconds:.0f} s, test accuracy {acc:.4f}", flush=True)
-    tta = evaluate(net, x_test, y_test, tta=True)
+    tta = evaluate(net, x_test, y_test, tta=True, precision=precision)
     print(json.dumps({"peer": "airbench94-torch-cpu", "widths": widths, "epochs": args.epochs, "batch_size": bs,
+                      "precision": precision,
                       "train_seconds": round(train_seconds, 1), "test_accuracy": history[-1]["val_accuracy"],
                       "test_accuracy_tta": tta, "history": history}), flush=True)
 
