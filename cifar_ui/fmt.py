@@ -101,8 +101,8 @@ def config_summary(config: Optional[TrainConfig], public: bool = False) -> str:
     if config is None:
         return DASH
     preset = config.preset if matching_preset(config) == config.preset else f"{config.preset} (edited)"
-    parts = [preset, config.architecture if config.architecture != "airbench"
-             else f"airbench {'/'.join(map(str, config.widths))}",
+    network = config.architecture if config.architecture != "airbench" else f"airbench {'/'.join(map(str, config.widths))}"
+    parts = [preset, *([network] if network != config.preset else []),  # "assignment · assignment" says it once
              f"{config.epochs} epochs", f"batch {config.batch_size}", f"{config.optimizer} lr {config.learning_rate:g}",
              f"dropout {config.dropout:g}", f"seed {config.seed}",
              (public_text(config.data) if public else config.data) or "default data"]

@@ -45,7 +45,8 @@ true_label = f1.selectbox("True class", classes, format_func=class_option, key=b
 predicted_label = f2.selectbox("Predicted class", classes, format_func=class_option, key=browse_link.PREDICTED_KEY)
 outcome = f3.radio("Show", list(gallery.OUTCOMES), format_func=gallery.OUTCOMES.get, horizontal=True,
                    key=browse_link.SHOW_KEY)
-order = f4.selectbox("Order", list(gallery.SORTS), format_func=gallery.SORTS.get, key=browse_link.ORDER_KEY)
+order = f4.selectbox("Order", list(gallery.SORTS), format_func=gallery.SORTS.get, key=browse_link.ORDER_KEY,
+                     help=gallery.SORTS_HELP)
 browse_link.write_filters(run.run_id, true_label, predicted_label, outcome, order, st.session_state.get(SELECTED_KEY))
 
 indices = gallery.select(preds, true_label, predicted_label, outcome, order)

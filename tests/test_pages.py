@@ -443,6 +443,14 @@ def test_the_runs_tables_columns_in_view():
     assert fmt.shown_columns(frame) == ["run", "tags"]
 
 
+def test_a_runs_config_line_names_its_preset_and_network_once_each():
+    """Issue 26's screenshots: "assignment (edited) · assignment" said the network twice."""
+    edited = fmt.config_summary(TrainConfig(epochs=3))
+    assert edited.startswith("assignment (edited) · 3 epochs") and edited.count("assignment") == 1
+    fast = fmt.config_summary(TrainConfig(preset="fast", architecture="airbench", widths=(16, 64, 64), epochs=4))
+    assert fast.startswith("fast (edited) · airbench 16/64/64 · 4 epochs") or fast.startswith("fast · airbench 16/64/64")
+
+
 def test_evaluate_tables_show_a_dash_for_a_class_never_predicted(with_run):
     at = open_page("pages/evaluate.py")
     assert all(f.proto.placeholder == fmt.DASH for f in at.dataframe), [f.proto.placeholder for f in at.dataframe]
