@@ -145,6 +145,8 @@ def test_a_signal_landing_while_the_main_thread_holds_a_lock_stop_needs_does_not
     assert took == [True]
 
 
+@pytest.mark.slow
+@pytest.mark.heavy  # a job process, ~20 s: CI runs it (README: the default stays under 10 minutes)
 def test_a_job_process_imports_the_callers_package_from_any_working_directory(tmp_path):
     """`streamlit run /elsewhere/dashboard.py` puts the checkout on sys.path only for the server:
     the job process it starts must find the same cifar_core."""

@@ -254,7 +254,6 @@ class stop_on_signals:
         self._done = threading.Event()
         self._before: dict[int, Any] = {}
         self._thread: Optional[threading.Thread] = None
-        self.parent_died = False
 
     def _handle(self, signum, frame) -> None:
         self._count += 1
@@ -263,11 +262,9 @@ class stop_on_signals:
         self._asked.set()
 
     def _watch(self) -> None:
+        poll = self.POLL_SECONDS if self._parent is not None else None  # no parent to watch: just wait
         while not self._done.is_set():
-            if self._asked.wait(self.POLL_SECONDS):
-                break
-            if self._parent is not None and os.getppid() != self._parent:
-                self.parent_died = True
+            if self._asked.wait(poll) or (self._parent is not None and os.getppid() != self._parent):
                 break
         if not self._done.is_set():
             self._stop()
