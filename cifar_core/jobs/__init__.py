@@ -253,7 +253,6 @@ class stop_on_signals:
         self._asked = threading.Event()
         self._done = threading.Event()
         self._before: dict[int, Any] = {}
-        self._thread: Optional[threading.Thread] = None
 
     def _handle(self, signum, frame) -> None:
         self._count += 1
@@ -273,8 +272,7 @@ class stop_on_signals:
         if threading.current_thread() is threading.main_thread():  # Python takes signals there only
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._before[sig] = signal.signal(sig, self._handle)
-        self._thread = threading.Thread(target=self._watch, name="stop-on-signals", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._watch, name="stop-on-signals", daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:

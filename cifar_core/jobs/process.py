@@ -3,8 +3,8 @@ tta RUN_ID --level L`, started by `cifar_core.jobs` with the machine's trainer l
 the run's claim as inherited descriptors. It trains in its main thread; SIGINT or SIGTERM (or a stop request in the run folder)
 make it save and end as stopped. With `--parent PID` it does the same when that process dies (a
 sweep worker's trial must not train on without the worker that reports it): watched by polling
-the parent's pid, not with PR_SET_PDEATHSIG, which fires when the parent's *thread* ends and
-again each time a multi-threaded reaper's adopting thread does (a second signal would abandon the save).
+the parent's pid, not with PR_SET_PDEATHSIG, whose signal comes when the parent's *thread* ends
+and may come again from a reaper that adopted the job (a second signal would abandon the save).
 """
 from __future__ import annotations
 

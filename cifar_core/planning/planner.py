@@ -116,7 +116,12 @@ class Plan:
 
 
 def predicted_seconds(images_per_second: float, epochs: float, num_train: int) -> float:
-    return STARTUP_SECONDS + epochs * num_train / (images_per_second * RUN_EFFICIENCY)
+    return _seconds(images_per_second, epochs * num_train)
+
+
+def _seconds(images_per_second: float, images: float) -> float:
+    """Predicted training seconds of a run that trains on that many images (the one formula)."""
+    return STARTUP_SECONDS + images / (images_per_second * RUN_EFFICIENCY)
 
 
 def fill(budget_seconds: float, images_per_second: float, batch_size: int, num_train: int) -> tuple[int, int, int]:
@@ -158,7 +163,7 @@ def options(budget_seconds: float, probe: Probe, *, precision: str = "auto",
         if capped:
             epochs, steps = int(longest), full
             passes = float(epochs)
-        seconds = _seconds(speed.images_per_second, epochs * steps, c.batch_size)
+        seconds = _seconds(speed.images_per_second, epochs * steps * c.batch_size)
         # the table's epochs are passes over all 50,000 training images: on a subset it only ranks the options
         found.append(Option(c, epochs, steps, full, seconds,
                             table.expected(c.architecture, c.widths, c.batch_size, passes, accuracy_table), capped))
@@ -194,15 +199,10 @@ def longest_budget(probe: Probe, *, precision: str = "auto", widths: Optional[tu
                    num_train: int = DEFAULT_TRAIN_IMAGES, accuracy_table: Optional[dict] = None) -> Optional[float]:
     """The longest training any plan lays out here: a candidate at `table.max_epochs`. A larger
     budget is planned as this much (the rest unused), never extrapolated further."""
-    times = [_seconds(s.images_per_second, int(longest) * math.ceil(num_train / s.candidate.batch_size),
-                      s.candidate.batch_size)
+    times = [_seconds(s.images_per_second, int(longest) * math.ceil(num_train / s.candidate.batch_size)
+                      * s.candidate.batch_size)  # whole steps, as `options` lays them out
              for s, _, longest in _candidates(probe, precision, widths, accuracy_table)]
     return max(times, default=None)
-
-
-def _seconds(images_per_second: float, steps: int, batch_size: int) -> float:
-    """Predicted training seconds of that many whole steps."""
-    return STARTUP_SECONDS + steps * batch_size / (images_per_second * RUN_EFFICIENCY)
 
 
 def plan(budget: Any, probe: Probe, *, base: Optional[TrainConfig] = None, precision: str = "auto",

@@ -80,7 +80,7 @@ def expected(architecture: str, widths: tuple[int, int, int], batch_size: int, e
     """The accuracy a run of that network and length is expected to reach; None if never measured,
     or shorter than its shortest measured run, or longer than `max_epochs`."""
     points = (ACCURACY if table is None else table).get((architecture, tuple(widths), batch_size))
-    if not points or epochs < min(points) or epochs > max(points) * 2 ** MAX_EXTRAPOLATED_DOUBLINGS + 1e-9:
+    if not points or epochs < min(points) or epochs > max_epochs(architecture, widths, batch_size, table) + 1e-9:
         return None
     plain, extrapolated = _at({e: v[0] for e, v in points.items()}, epochs)
     tta, _ = _at({e: v[1] for e, v in points.items()}, epochs)
